@@ -1,0 +1,1 @@
+"""DICOM node: networking (pynetdicom), archive, peers, stability, jobs, result objects, outbox."""

@@ -1,0 +1,1 @@
+"""Labeling tool: ``core`` (label store, schema, import/export, de-identification) and ``qt``."""

@@ -1,0 +1,1 @@
+"""labeling_tool/core package."""

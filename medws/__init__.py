@@ -1,0 +1,1 @@
+"""medws command-line entry point (dispatches to the packages)."""

@@ -1,0 +1,5 @@
+import sys
+
+from medws.cli import main
+
+sys.exit(main())

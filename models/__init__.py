@@ -1,0 +1,1 @@
+"""Model registry, ONNX Runtime sessions and numpy-only pre/post-processing (imports no other medws package)."""

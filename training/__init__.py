@@ -1,0 +1,1 @@
+"""Datasets, lesion synthesis, low-dose simulation, MONAI training, evaluation, ONNX export, model cards."""

@@ -1,0 +1,1 @@
+"""Reading workstation: ``core`` (Qt-free logic) and ``qt`` (PySide6 widgets only)."""
