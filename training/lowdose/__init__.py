@@ -1,0 +1,1 @@
+"""Low-dose CT simulation by projection-domain noise insertion (numpy-only)."""

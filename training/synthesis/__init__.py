@@ -1,0 +1,1 @@
+"""Synthetic lesion insertion into real images with pixel-exact masks (numpy-only)."""
