@@ -1,0 +1,1 @@
+"""Test-support code shared by test areas (real peers: DCMTK, Orthanc; DICOM factories)."""
