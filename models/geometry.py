@@ -1,0 +1,186 @@
+"""Image geometry: aspect-preserving resize with symmetric padding ("letterbox") and the
+exact mapping between model pixels and source pixels.
+
+Coordinates are *continuous pixel coordinates*: ``(x, y)`` with ``(0, 0)`` the top-left
+corner of the top-left pixel, so the centre of pixel ``[row i, column j]`` is
+``(j + 0.5, i + 0.5)`` and an image of width ``W`` spans ``[0, W]``.  In that convention
+the mapping is a pure scale-and-shift::
+
+    x_model = x_source * scale + pad_x        y_model = y_source * scale + pad_y
+
+and the resampling below uses exactly the same transform (one scale for both axes), so
+boxes and contours computed on the model grid map back exactly with
+:meth:`Letterbox.to_source`.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """The transform between a source image and its ``size x size`` letterboxed version.
+
+    Attributes
+    ----------
+    scale : float
+        Model pixels per source pixel (same on both axes).
+    pad_x, pad_y : int
+        Zero columns on the left / rows on the top of the model image.
+    src_h, src_w : int
+        Source image shape.
+    size : int
+        Model image side.
+    """
+
+    scale: float
+    pad_x: int
+    pad_y: int
+    src_h: int
+    src_w: int
+    size: int
+
+    @classmethod
+    def for_shape(cls, src_h: int, src_w: int, size: int) -> Letterbox:
+        """The letterbox of a ``src_h x src_w`` image into ``size x size``."""
+        if src_h <= 0 or src_w <= 0 or size <= 0:
+            raise ValueError(f"letterbox needs positive shapes, got {src_h}x{src_w} -> {size}")
+        scale = size / max(src_h, src_w)
+        new_w, new_h = _floor_px(src_w * scale, size), _floor_px(src_h * scale, size)
+        return cls(scale=scale, pad_x=(size - new_w) // 2, pad_y=(size - new_h) // 2,
+                   src_h=int(src_h), src_w=int(src_w), size=int(size))
+
+    @property
+    def content_box(self) -> tuple[float, float, float, float]:
+        """``(x1, y1, x2, y2)`` of the source image inside the model image (model px)."""
+        return (self.pad_x, self.pad_y, self.pad_x + self.src_w * self.scale, self.pad_y + self.src_h * self.scale)
+
+    def to_source(self, xy: np.ndarray) -> np.ndarray:
+        """Map ``(N, 2)`` model-pixel ``(x, y)`` points to source pixels."""
+        xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+        return (xy - np.array([self.pad_x, self.pad_y])) / self.scale
+
+    def to_model(self, xy: np.ndarray) -> np.ndarray:
+        """Map ``(N, 2)`` source-pixel ``(x, y)`` points to model pixels."""
+        xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+        return xy * self.scale + np.array([self.pad_x, self.pad_y])
+
+    def box_to_source(self, box: tuple[float, float, float, float] | np.ndarray,
+                      clip: bool = True) -> list[float]:
+        """Map a model-pixel box ``[x1, y1, x2, y2]`` to source pixels (clipped to the image)."""
+        pts = self.to_source(np.asarray(box, dtype=np.float64).reshape(2, 2))
+        if clip:
+            pts[:, 0] = np.clip(pts[:, 0], 0, self.src_w)
+            pts[:, 1] = np.clip(pts[:, 1], 0, self.src_h)
+        return [float(v) for v in pts.reshape(-1)]
+
+    def box_to_model(self, box: tuple[float, float, float, float] | np.ndarray) -> list[float]:
+        """Map a source-pixel box ``[x1, y1, x2, y2]`` to model pixels."""
+        return [float(v) for v in self.to_model(np.asarray(box, dtype=np.float64).reshape(2, 2)).reshape(-1)]
+
+    def unletterbox(self, model_map: np.ndarray) -> np.ndarray:
+        """Resample a ``(size, size)`` map back onto the source grid (see :func:`unletterbox`)."""
+        return unletterbox(model_map, self)
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"scale": self.scale, "pad_x": self.pad_x, "pad_y": self.pad_y,
+                "src_h": self.src_h, "src_w": self.src_w, "size": self.size}
+
+
+def _resample(arr: np.ndarray, out_w: int, out_h: int, box: tuple[float, float, float, float],
+              nearest: bool) -> np.ndarray:
+    """PIL resampling of region ``box`` (continuous source coords) onto an ``out_h x out_w`` grid.
+
+    Bilinear uses PIL's area-aware (antialiased) filter when shrinking.
+    """
+    if nearest:
+        if arr.dtype == np.bool_:
+            img, back = Image.fromarray(arr.astype(np.uint8), mode="L"), np.bool_
+        elif arr.dtype == np.uint8:
+            img, back = Image.fromarray(arr, mode="L"), np.uint8
+        else:
+            if arr.min(initial=0) < np.iinfo(np.int32).min or arr.max(initial=0) > np.iinfo(np.int32).max:
+                raise ValueError("label maps must fit in int32")
+            img, back = Image.fromarray(arr.astype(np.int32), mode="I"), arr.dtype
+        out = np.asarray(img.resize((out_w, out_h), Image.Resampling.NEAREST, box=box))
+        return out.astype(back)
+    img = Image.fromarray(np.ascontiguousarray(arr, dtype=np.float32), mode="F")
+    return np.asarray(img.resize((out_w, out_h), Image.Resampling.BILINEAR, box=box), dtype=np.float32)
+
+
+def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
+    """Aspect-preserving resize of a 2-D image into ``size x size`` with symmetric zero padding.
+
+    Parameters
+    ----------
+    image : (H, W) array
+        Grey-level image (converted to float32).
+    size : int
+        Side of the square output.
+
+    Returns
+    -------
+    (size, size) float32 array, Letterbox
+    """
+    if image.ndim != 2:
+        raise ValueError(f"letterbox expects a 2-D (H, W) image, got shape {image.shape}")
+    lb = Letterbox.for_shape(image.shape[0], image.shape[1], size)
+    new_w, new_h = _content_wh(lb)
+    # the source region seen by the new_w x new_h content grid under the exact transform
+    content = _resample(image, new_w, new_h, _source_box(lb, new_w, new_h), nearest=False)
+    out = np.zeros((size, size), dtype=np.float32)
+    out[lb.pad_y:lb.pad_y + new_h, lb.pad_x:lb.pad_x + new_w] = content
+    return out, lb
+
+
+def _floor_px(extent: float, size: int) -> int:
+    # whole model pixels fully covered by the source (floor, so the resampling box never
+    # leaves the source image; at most a sliver < 1 model pixel of the source is dropped)
+    return min(size, max(1, int(np.floor(extent + 1e-6))))
+
+
+def _content_wh(lb: Letterbox) -> tuple[int, int]:
+    return _floor_px(lb.src_w * lb.scale, lb.size), _floor_px(lb.src_h * lb.scale, lb.size)
+
+
+def _source_box(lb: Letterbox, new_w: int, new_h: int) -> tuple[float, float, float, float]:
+    return (0.0, 0.0, min(float(lb.src_w), new_w / lb.scale), min(float(lb.src_h), new_h / lb.scale))
+
+
+def letterbox_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """Letterbox a label mask (bool or integer) with nearest-neighbour sampling.
+
+    Same geometry as :func:`letterbox` on an image of the same shape.
+    """
+    if mask.ndim != 2:
+        raise ValueError(f"letterbox_mask expects a 2-D mask, got shape {mask.shape}")
+    lb = Letterbox.for_shape(mask.shape[0], mask.shape[1], size)
+    new_w, new_h = _content_wh(lb)
+    content = _resample(mask, new_w, new_h, _source_box(lb, new_w, new_h), nearest=True)
+    out = np.zeros((size, size), dtype=content.dtype)
+    out[lb.pad_y:lb.pad_y + new_h, lb.pad_x:lb.pad_x + new_w] = content
+    return out
+
+
+def unletterbox(model_map: np.ndarray, lb: Letterbox, nearest: bool | None = None) -> np.ndarray:
+    """Resample a ``(size, size)`` model-grid map onto the ``(src_h, src_w)`` source grid.
+
+    Float maps (probabilities) are interpolated bilinearly, bool/integer maps with nearest
+    neighbour (override with ``nearest``).  For large sources prefer mapping contours or
+    boxes with :meth:`Letterbox.to_source`, which costs nothing.
+    """
+    if model_map.shape != (lb.size, lb.size):
+        raise ValueError(f"expected a ({lb.size}, {lb.size}) map, got {model_map.shape}")
+    if nearest is None:
+        nearest = not np.issubdtype(model_map.dtype, np.floating)
+    # one edge-replicated row/column so the source's last sliver (< 1 model px, see
+    # letterbox) stays inside the resampling box
+    padded = np.pad(model_map, ((0, 1), (0, 1)), mode="edge")
+    box = (float(lb.pad_x), float(lb.pad_y), lb.pad_x + lb.src_w * lb.scale, lb.pad_y + lb.src_h * lb.scale)
+    return _resample(padded, lb.src_w, lb.src_h, box, nearest=nearest)

@@ -1,0 +1,315 @@
+"""Radiograph intake: DICOM (any supported transfer syntax) or PNG/JPEG to presentation values.
+
+The pipeline follows the DICOM grayscale pipeline (PS3.4 Annex N.2.1): stored values ->
+Modality LUT (rescale or LUT, PS3.3 C.11.1) -> VOI LUT (window or LUT, PS3.3 C.11.2) ->
+polarity (MONOCHROME1 is inverted, PS3.3 C.7.6.3.1.2), giving ``pixels`` in ``[0, 1]``
+where higher is brighter (MONOCHROME2 sense), as a reader would see the image.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.errors import UnsupportedInputError
+
+logger = logging.getLogger(__name__)
+
+RADIOGRAPH_MODALITIES = frozenset({"CR", "DX"})
+FRONTAL_VIEWS = frozenset({"PA", "AP", "POSTERO_ANTERIOR", "ANTERO_POSTERIOR"})
+_LATERAL_VIEWS = frozenset({"LL", "RL", "LATERAL", "LAT", "LLAT", "RLAT", "LEFT LATERAL", "RIGHT LATERAL"})
+_OBLIQUE_VIEWS = frozenset({"RLO", "LLO", "LAO", "RAO", "LPO", "RPO", "OBLIQUE"})
+_DECUBITUS_VIEWS = frozenset({"RLD", "LLD", "DECUBITUS"})
+_CHEST_WORDS = ("CHEST", "THORAX", "LUNG", "TORAX", "THORAC")
+_LATERAL_WORD = re.compile(r"\b(LAT|LATERAL|LL|RL)\b")
+
+
+@dataclass
+class Radiograph:
+    """A radiograph ready for pre-processing.
+
+    Attributes
+    ----------
+    pixels : (H, W) float32
+        Presentation values in ``[0, 1]``, higher = brighter (MONOCHROME2 sense), after
+        Modality LUT, VOI LUT/window and polarity.
+    pixel_spacing_mm : (row, column) or None
+        From PixelSpacing, else ImagerPixelSpacing (divided by the Estimated Radiographic
+        Magnification Factor when present); ``None`` for PNG/JPEG or when absent.
+    window : (center, width) or None
+        The DICOM window that was applied (None: VOI LUT sequence, min-max, or an 8-bit image).
+    """
+
+    pixels: np.ndarray
+    pixel_spacing_mm: tuple[float, float] | None = None
+    modality: str = ""
+    view_position: str = ""
+    body_part: str = ""
+    laterality: str = ""
+    photometric: str = "MONOCHROME2"
+    source: str = "image"
+    sop_instance_uid: str = ""
+    window: tuple[float, float] | None = None
+    spacing_source: str = ""
+    series_description: str = ""
+    voi: str = ""
+    path: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.pixels.shape  # type: ignore[return-value]
+
+
+def load_radiograph(src: str | os.PathLike | Any) -> Radiograph:
+    """Load a radiograph from a DICOM file, a pydicom Dataset, or a PNG/JPEG file.
+
+    Raises
+    ------
+    UnsupportedInputError
+        When the file cannot be read/decoded, or holds no single-frame grey-level image.
+    """
+    import pydicom
+
+    if isinstance(src, pydicom.Dataset):
+        return _from_dataset(src, path="")
+    path = Path(src)
+    if not path.is_file():
+        raise UnsupportedInputError(f"{path}: no such file")
+    if _is_dicom_file(path):
+        try:
+            ds = pydicom.dcmread(path)
+        except Exception as e:
+            raise UnsupportedInputError(f"{path.name}: unreadable DICOM file ({e})") from e
+        return _from_dataset(ds, path=str(path))
+    return _from_image_file(path)
+
+
+def _is_dicom_file(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(132)
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return True
+    return path.suffix.lower() in (".dcm", ".dicom")
+
+
+def _from_image_file(path: Path) -> Radiograph:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im, dtype=np.float32)
+                lo, hi = float(arr.min()), float(arr.max())
+                pixels = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+                voi = "min-max (16-bit image)"
+            else:
+                if im.mode not in ("L", "1"):
+                    im = im.convert("L")  # ITU-R 601-2 luma for colour files
+                pixels = np.asarray(im, dtype=np.float32) / 255.0
+                voi = "8-bit / 255"
+    except (UnidentifiedImageError, OSError) as e:
+        raise UnsupportedInputError(f"{path.name}: not a readable DICOM, PNG or JPEG image ({e})") from e
+    return Radiograph(pixels=np.ascontiguousarray(pixels, dtype=np.float32), source="image",
+                      photometric="MONOCHROME2", voi=voi, path=str(path))
+
+
+def _text(ds: Any, keyword: str) -> str:
+    value = ds.get(keyword, "")
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        value = "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def pixel_spacing(ds: Any) -> tuple[tuple[float, float] | None, str]:
+    """Pixel spacing in mm (row, column) and where it came from.
+
+    PixelSpacing (calibrated at the patient) first, then ImagerPixelSpacing (at the
+    detector) corrected by EstimatedRadiographicMagnificationFactor when present
+    (PS3.3 C.8.11.7 / 10.7.1.1).
+    """
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        if value is None:
+            continue
+        try:
+            row, col = (float(v) for v in value)
+        except (TypeError, ValueError):
+            logger.warning("ignoring malformed %s %r", keyword, value)
+            continue
+        if row <= 0 or col <= 0:
+            continue
+        if keyword == "ImagerPixelSpacing":
+            mag = ds.get("EstimatedRadiographicMagnificationFactor")
+            try:
+                mag_f = float(mag) if mag is not None else None
+            except (TypeError, ValueError):
+                mag_f = None
+            if mag_f and mag_f > 0:
+                return (row / mag_f, col / mag_f), "ImagerPixelSpacing/EstimatedRadiographicMagnificationFactor"
+        return (row, col), keyword
+    return None, ""
+
+
+def window_to_unit(arr: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
+    """Apply a VOI window with output range ``[0, 1]`` (PS3.3 C.11.2.1.2 and C.11.2.1.3).
+
+    ``function`` is the VOI LUT Function: LINEAR (default), LINEAR_EXACT or SIGMOID.
+    """
+    arr = arr.astype(np.float32, copy=False)
+    function = (function or "LINEAR").upper()
+    if function == "LINEAR":
+        if width < 1:
+            raise UnsupportedInputError(f"Window Width {width} < 1 is invalid for LINEAR windowing")
+        c, w = center - 0.5, width - 1.0
+        if w == 0:  # width 1: a threshold at c
+            return (arr > c).astype(np.float32)
+    elif function == "LINEAR_EXACT":
+        if width <= 0:
+            raise UnsupportedInputError(f"Window Width {width} must be > 0 for LINEAR_EXACT")
+        c, w = center, width
+    elif function == "SIGMOID":
+        if width <= 0:
+            raise UnsupportedInputError(f"Window Width {width} must be > 0 for SIGMOID")
+        return (1.0 / (1.0 + np.exp(-4.0 * (arr - np.float32(center)) / np.float32(width)))).astype(np.float32)
+    else:
+        raise UnsupportedInputError(f"unsupported VOI LUT Function {function!r}")
+    out = (arr - np.float32(c)) * np.float32(1.0 / w) + np.float32(0.5)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _first(value: Any) -> float:
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        value = value[0]
+    return float(value)
+
+
+def _from_dataset(ds: Any, path: str) -> Radiograph:
+    from pydicom.pixels import apply_modality_lut, apply_voi
+
+    name = Path(path).name if path else "dataset"
+    if "PixelData" not in ds:
+        raise UnsupportedInputError(f"{name}: DICOM object has no pixel data (not an image)")
+    photometric = _text(ds, "PhotometricInterpretation").upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise UnsupportedInputError(
+            f"{name}: Photometric Interpretation {photometric or 'missing'} — radiographs are "
+            "MONOCHROME1/MONOCHROME2 grey-level images")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames != 1:
+        raise UnsupportedInputError(f"{name}: multi-frame object ({frames} frames), expected one radiograph")
+    try:
+        stored = ds.pixel_array
+    except Exception as e:  # missing decoder, corrupt stream ...
+        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        ts_name = getattr(ts, "name", str(ts))
+        raise UnsupportedInputError(f"{name}: cannot decode pixel data ({ts_name}): {e}") from e
+    if stored.ndim != 2:
+        raise UnsupportedInputError(f"{name}: expected a 2-D image, got pixel array shape {stored.shape}")
+
+    # Modality LUT (PS3.3 C.11.1): rescale slope/intercept or Modality LUT Sequence
+    has_modality = "ModalityLUTSequence" in ds or "RescaleSlope" in ds or "RescaleIntercept" in ds
+    if has_modality:
+        values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
+    else:
+        values = stored.astype(np.float32)
+
+    # VOI LUT (PS3.3 C.11.2): LUT sequence first, else the first window, else min-max
+    window: tuple[float, float] | None = None
+    if ds.get("VOILUTSequence"):
+        item = ds.VOILUTSequence[0]
+        bits = int(item.LUTDescriptor[2])
+        # LUT inputs are integers (PS3.3 C.11.2.1.1): the stored values, or the rounded modality output
+        lut_in = np.rint(values).astype(np.int64) if has_modality else stored
+        out = np.asarray(apply_voi(lut_in, ds, index=0), dtype=np.float32)
+        top = float(2 ** bits - 1)
+        pixels = np.clip(out / top, 0.0, 1.0)
+        voi = f"VOI LUT Sequence ({item.get('LUTExplanation', '') or 'item 1'})"
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+        function = _text(ds, "VOILUTFunction") or "LINEAR"
+        pixels = window_to_unit(values, center, width, function)
+        window = (center, width)
+        voi = f"window {center:g}/{width:g} {function}"
+    elif int(ds.get("BitsStored", 16)) <= 8 and stored.dtype.kind == "u" and not has_modality:
+        # an 8-bit image is already a display image: same scaling as an 8-bit PNG
+        pixels = values * np.float32(1.0 / (2 ** int(ds.get("BitsStored", 8)) - 1))
+        voi = "8-bit / 255 (no VOI in the header)"
+    else:
+        lo, hi = float(values.min()), float(values.max())
+        pixels = (values - lo) * np.float32(1.0 / (hi - lo)) if hi > lo else np.zeros_like(values)
+        voi = "min-max (no VOI in the header)"
+
+    # polarity: MONOCHROME1 shows its minimum as white (PS3.3 C.7.6.3.1.2)
+    invert = photometric == "MONOCHROME1" or (
+        photometric == "MONOCHROME2" and _text(ds, "PresentationLUTShape").upper() == "INVERSE")
+    if invert:
+        pixels = np.float32(1.0) - pixels
+
+    spacing, spacing_source = pixel_spacing(ds)
+    laterality = _text(ds, "ImageLaterality") or _text(ds, "Laterality")
+    return Radiograph(
+        pixels=np.ascontiguousarray(pixels, dtype=np.float32),
+        pixel_spacing_mm=spacing,
+        modality=_text(ds, "Modality").upper(),
+        view_position=_text(ds, "ViewPosition").upper(),
+        body_part=_text(ds, "BodyPartExamined").upper(),
+        laterality=laterality.upper(),
+        photometric=photometric,
+        source="dicom",
+        sop_instance_uid=_text(ds, "SOPInstanceUID"),
+        window=window,
+        spacing_source=spacing_source,
+        series_description=_text(ds, "SeriesDescription"),
+        voi=voi,
+        path=path,
+        extra={"view_code": _view_code_meaning(ds)},
+    )
+
+
+def _view_code_meaning(ds: Any) -> str:
+    seq = ds.get("ViewCodeSequence")
+    if not seq:
+        return ""
+    return str(seq[0].get("CodeMeaning", "")).strip()
+
+
+def frontal_chest_skip_reason(r: Radiograph) -> str | None:
+    """Why a radiograph must not be analysed as a frontal chest film, or None when it may be.
+
+    Checks Modality (CR/DX), Body Part Examined (chest when present), and the view
+    (View Position, View Code Sequence, or the series description when the view is
+    blank).  PNG/JPEG files carry no header and are accepted.
+    """
+    if r.source != "dicom":
+        return None
+    if r.modality not in RADIOGRAPH_MODALITIES:
+        return (f"modality {r.modality or 'missing'} is not a projection radiograph (CR/DX); "
+                "the chest X-ray model only reads CR/DX images")
+    if r.body_part and not any(w in r.body_part for w in _CHEST_WORDS):
+        return f"body part examined is {r.body_part}, not chest"
+    view = r.view_position.upper().strip()
+    if view in _LATERAL_VIEWS or view.startswith("LAT") or "LATERAL" in view:
+        return f"lateral view (View Position {view}); the model reads frontal (PA/AP) chest radiographs only"
+    if view in _OBLIQUE_VIEWS:
+        return f"oblique view (View Position {view}); the model reads frontal (PA/AP) chest radiographs only"
+    if view in _DECUBITUS_VIEWS:
+        return f"decubitus view (View Position {view}); the model reads erect/supine frontal radiographs only"
+    if view and view not in FRONTAL_VIEWS:
+        return f"unrecognised View Position {view!r}; expected PA or AP"
+    code = str(r.extra.get("view_code", "")).lower()
+    if "lateral" in code:
+        return f"lateral view (View Code Sequence: {r.extra['view_code']})"
+    if "oblique" in code:
+        return f"oblique view (View Code Sequence: {r.extra['view_code']})"
+    if not view and _LATERAL_WORD.search(r.series_description.upper()):
+        return f"lateral view (series description {r.series_description!r}, no View Position)"
+    return None
