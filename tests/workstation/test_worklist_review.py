@@ -1,0 +1,78 @@
+"""Worklist priority/status/filter logic and the review state."""
+from __future__ import annotations
+
+import pytest
+
+from workstation.core import review, worklist
+from workstation.core.worklist import WorklistRow
+
+
+def row(uid, rank, status="AI ready", date="20260101", pid="P1", name="DOE^JANE", acc="A1", crit=False):
+    return WorklistRow(uid, pid, name, acc, date, "CR", "", "", crit, status, rank, 0)
+
+
+def test_ai_raises_but_never_lowers_priority():
+    assert worklist.priority_rank("ROUTINE", True) == 0
+    assert worklist.priority_rank("STAT", False) == 0
+    assert worklist.priority_rank("URGENT", False) == 1
+    assert worklist.priority_rank("URGENT", True) == 0
+    assert worklist.priority_rank("STAT", True) == 0
+    assert worklist.priority_rank("", False) == 2
+
+
+def test_status_progression():
+    assert worklist.status_of(False, []) == "new"
+    assert worklist.status_of(True, []) == "AI ready"
+    assert worklist.status_of(True, ["draft"]) == "draft"
+    assert worklist.status_of(True, ["draft", "signed"]) == "signed"
+
+
+def test_sort_and_filters():
+    rows = [row("a", 2, date="20260105"), row("b", 0, crit=True), row("c", 2, date="20260107"),
+            row("d", 0, status="signed")]
+    assert [r.study_uid for r in worklist.sort_rows(rows)] == ["b", "d", "c", "a"]
+    r = row("x", 2, pid="12345", name="HONG^GILDONG", acc="ACC99")
+    assert worklist.matches(r, "hong gil") and worklist.matches(r, "acc99") and worklist.matches(r, "234")
+    assert not worklist.matches(r, "kim")
+    assert worklist.matches(r, status="AI ready") and not worklist.matches(r, status="signed")
+
+
+def test_critical_in():
+    assert worklist.critical_in({"findings": [{"label": "pneumothorax"}]})
+    assert not worklist.critical_in({"findings": [{"label": "nodule_mass"}]})
+
+
+def make_state():
+    f = {"label": "nodule_mass", "probability": 0.8, "box": [10, 10, 30, 50], "laterality": "right",
+         "model": {"name": "cxr", "version": "1.0.0"}, "id": "f1"}
+    return review.ReviewState([review.item_from_finding(f, 1, (0.5, 0.5))], spacing=(0.5, 0.5))
+
+
+def test_review_actions_record_decisions():
+    st = make_state()
+    seen = []
+    st.subscribe(seen.append)
+    assert st.items[0].size_mm == 20.0 and st.items[0].status == "pending"
+    d = st.accept("f1", "drkim")
+    assert d.action == "accept" and d.before["status"] == "pending" and d.after["status"] == "accepted"
+    assert d.ai["probability"] == 0.8 and d.ai["model"]["version"] == "1.0.0" and d.user == "drkim" and d.at
+    d = st.edit("f1", "drkim", box=[10, 10, 50, 30])
+    assert st.items[0].size_mm == 20.0 and d.before["box"] == [10.0, 10.0, 30.0, 50.0]
+    d = st.edit("f1", "drkim", contour=[[0, 0], [40, 0], [40, 10]])
+    assert st.items[0].box == [0, 0, 40, 10] and st.items[0].size_mm == 20.0
+    st.reject("f1", "drkim")
+    d = st.add("drkim", "pneumothorax", box=[1, 1, 11, 21], laterality="left")
+    added = st.get(d.finding_id)
+    assert added.source == "manual" and added.status == "accepted" and d.ai == {} and added.number == 2
+    assert [x.action for x in seen] == ["accept", "edit", "edit", "reject", "add"]
+    with pytest.raises(review.ReviewError):
+        st.edit("f1", "drkim", box=[5, 5, 1, 1])
+    with pytest.raises(review.ReviewError):
+        st.accept("nope", "drkim")
+
+
+def test_laterality_from_position():
+    pa = {"right": "L", "left": "R", "top": "H", "bottom": "F"}
+    assert review.laterality_from_position(900, 1024, pa) == "left"
+    assert review.laterality_from_position(100, 1024, pa) == "right"
+    assert review.laterality_from_position(100, 1024, None) is None

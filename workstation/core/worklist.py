@@ -1,0 +1,128 @@
+"""Worklist: studies from the node's index, ordered by priority, with status and filters.
+
+Priority (lower rank first): STAT from the PACS or a critical AI finding → rank 0;
+URGENT/HIGH → 1; routine → 2.  The AI can only raise a study's priority, never lower
+one that came from the PACS (``rank = min(pacs_rank, ai_rank)``).
+
+Status: ``new`` (no AI result) → ``AI ready`` (findings stored) → ``draft`` (a draft
+report exists) → ``signed``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+STATUSES: tuple[str, ...] = ("new", "AI ready", "draft", "signed")
+PACS_RANKS: dict[str, int] = {"STAT": 0, "EMERGENCY": 0, "URGENT": 1, "HIGH": 1, "ASAP": 1,
+                              "MEDIUM": 2, "ROUTINE": 2, "LOW": 2, "": 2}
+CRITICAL_LABELS: frozenset[str] = frozenset({"pneumothorax"})
+RANK_NAMES: dict[int, str] = {0: "STAT", 1: "urgent", 2: "routine"}
+
+
+@dataclass(frozen=True)
+class WorklistRow:
+    study_uid: str
+    patient_id: str
+    patient_name: str
+    accession: str
+    study_date: str
+    modalities: str
+    description: str
+    pacs_priority: str
+    ai_critical: bool
+    status: str
+    rank: int
+    findings: int
+
+    @property
+    def priority(self) -> str:
+        name = RANK_NAMES.get(self.rank, "routine")
+        return f"{name} (AI critical)" if self.ai_critical else name
+
+
+def pacs_rank(priority: str | None) -> int:
+    """Rank of a PACS priority string (unknown values count as routine)."""
+    return PACS_RANKS.get((priority or "").strip().upper(), 2)
+
+
+def priority_rank(pacs_priority: str | None, ai_critical: bool) -> int:
+    """Combined rank: a critical AI finding raises to 0; the AI never lowers the PACS rank."""
+    base = pacs_rank(pacs_priority)
+    return min(base, 0) if ai_critical else base
+
+
+def status_of(has_findings: bool, report_states: Iterable[str]) -> str:
+    states = set(report_states)
+    if "signed" in states:
+        return "signed"
+    if "draft" in states:
+        return "draft"
+    return "AI ready" if has_findings else "new"
+
+
+def sort_rows(rows: Sequence[WorklistRow]) -> list[WorklistRow]:
+    """Priority first, unsigned before signed, then newest study date first."""
+    rows = sorted(rows, key=lambda r: r.study_date, reverse=True)
+    return sorted(rows, key=lambda r: (r.rank, r.status == "signed"))
+
+
+def matches(row: WorklistRow, text: str = "", status: str | None = None, modality: str | None = None) -> bool:
+    """Search by patient ID, name or accession (case-insensitive substring) and filters."""
+    if status and row.status != status:
+        return False
+    if modality and modality.upper() not in row.modalities.upper().split("\\"):
+        return False
+    t = text.strip().lower()
+    if not t:
+        return True
+    return any(t in v.lower() for v in (row.patient_id, row.patient_name.replace("^", " "), row.patient_name,
+                                        row.accession))
+
+
+def critical_in(data: dict, critical: frozenset[str] = CRITICAL_LABELS) -> bool:
+    """Whether a stored analysis result (or single finding) contains a critical finding."""
+    items = data.get("findings", [data]) if isinstance(data, dict) else []
+    return any(isinstance(f, dict) and f.get("label") in critical for f in items)
+
+
+def query(db, text: str = "", status: str | None = None, modality: str | None = None,
+          critical: frozenset[str] = CRITICAL_LABELS) -> list[WorklistRow]:
+    """Worklist rows from the node's index (:class:`dicom_node.db.Database`), filtered and sorted.
+
+    Reads ``studies`` ⋈ ``patients``, ``findings.data`` (JSON) for critical labels,
+    ``reports.state`` for status; an optional ``studies.priority`` column holds the PACS
+    priority (absent columns count as routine).
+    """
+    cols = {r[1] for r in db.query("PRAGMA table_info(studies)")}
+    prio_col = "s.priority" if "priority" in cols else "''"
+    rows = db.query(
+        f"SELECT s.study_uid, s.patient_id, COALESCE(p.patient_name, '') AS patient_name, "
+        f"COALESCE(s.accession_number, '') AS accession, COALESCE(s.study_date, '') AS study_date, "
+        f"COALESCE(s.modalities, '') AS modalities, COALESCE(s.study_description, '') AS description, "
+        f"COALESCE({prio_col}, '') AS priority "
+        "FROM studies s LEFT JOIN patients p ON p.patient_id = s.patient_id")
+    found: dict[str, list[dict]] = {}
+    for r in db.query("SELECT study_uid, data FROM findings"):
+        try:
+            found.setdefault(r["study_uid"], []).append(json.loads(r["data"] or "{}"))
+        except json.JSONDecodeError:
+            logger.warning("unreadable findings row ignored")
+    reports: dict[str, list[str]] = {}
+    for r in db.query("SELECT study_uid, state FROM reports"):
+        reports.setdefault(r["study_uid"], []).append(r["state"])
+    out: list[WorklistRow] = []
+    for r in rows:
+        uid = r["study_uid"]
+        data = found.get(uid, [])
+        crit = any(critical_in(d, critical) for d in data)
+        n_findings = sum(len(d.get("findings", [d])) if isinstance(d, dict) else 0 for d in data)
+        row = WorklistRow(uid, r["patient_id"] or "", str(r["patient_name"]), r["accession"], r["study_date"],
+                          r["modalities"], r["description"], r["priority"], crit,
+                          status_of(bool(data), reports.get(uid, [])), priority_rank(r["priority"], crit), n_findings)
+        if matches(row, text, status, modality):
+            out.append(row)
+    return sort_rows(out)
