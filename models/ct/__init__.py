@@ -1,0 +1,2 @@
+"""CT analyses: series → HU volume, phases, registration, coronary calcium (Agatston),
+lung nodules and multi-phase liver lesions.  numpy / SimpleITK / pydicom / ONNX Runtime only."""

@@ -1,0 +1,49 @@
+"""Per-finding measurements shared by the CT tasks (pure numpy): centre, axes, volume, HU."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def public(result: dict[str, Any]) -> dict[str, Any]:
+    """The JSON part of a task result (keys starting with ``_`` hold arrays such as masks)."""
+    return {k: v for k, v in result.items() if not k.startswith("_")}
+
+
+def axes_mm(mask: np.ndarray, spacing) -> tuple[float, float]:
+    """Long and short axis (mm) on the axial slice of largest area (Lung-RADS / RECIST style):
+    long = maximal in-plane extent (principal axis length via extreme projections), short =
+    extent perpendicular to it."""
+    areas = mask.sum(axis=(1, 2))
+    if areas.max() == 0:
+        return 0.0, 0.0
+    z = int(np.argmax(areas))
+    yy, xx = np.nonzero(mask[z])
+    pts = np.stack([yy * spacing[1], xx * spacing[2]], axis=1)
+    if len(pts) == 1:
+        return float(min(spacing[1], spacing[2])), float(min(spacing[1], spacing[2]))
+    best = (0.0, 0.0)
+    pix = float(min(spacing[1], spacing[2]))
+    for ang in np.linspace(0, np.pi, 36, endpoint=False):
+        u = np.array([np.cos(ang), np.sin(ang)])
+        p = pts @ u
+        q = pts @ np.array([-u[1], u[0]])
+        ln = float(p.max() - p.min()) + pix
+        if ln > best[0]:
+            best = (ln, float(q.max() - q.min()) + pix)
+    return best
+
+
+def describe(mask: np.ndarray, hu: np.ndarray, vol) -> dict[str, Any]:
+    """Centre (voxel and patient mm), long/short axis, volume, mean HU of one lesion mask."""
+    zz, yy, xx = np.nonzero(mask)
+    c = np.array([zz.mean(), yy.mean(), xx.mean()])
+    long_ax, short_ax = axes_mm(mask, vol.spacing)
+    return {
+        "centre_voxel_zyx": [round(float(v), 2) for v in c],
+        "centre_patient_mm": [round(float(v), 2) for v in vol.voxel_to_patient(c)],
+        "long_axis_mm": round(long_ax, 1), "short_axis_mm": round(short_ax, 1),
+        "volume_mm3": round(float(mask.sum()) * vol.voxel_volume_mm3, 1),
+        "mean_hu": round(float(hu[mask].mean()), 1),
+    }
