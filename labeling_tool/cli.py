@@ -38,6 +38,9 @@ def register(commands) -> None:
     x.add_argument("--seed", type=int, default=0)
     x.add_argument("--include", choices=("reviewed", "labelled"), default="reviewed",
                    help="lowest status exported (default: reviewed only)")
+    x.add_argument("--version", default=None, help="dataset version string (default: UTC timestamp)")
+    x.add_argument("--allow-burned-text", action="store_true",
+                   help="PNG/JPEG only: accept images whose burned-in text you checked carries no identifier")
     x.set_defaults(func=_export)
 
 
@@ -87,8 +90,9 @@ def _export(args: argparse.Namespace) -> int:
         fractions = tuple(float(v) for v in args.split.split(","))
         source = _source(args)
         store = LabelStore.open_for(source)
-        manifest = export_dataset(store, source, args.out, task=args.task, mask_format=args.masks,
-                                  fractions=fractions, seed=args.seed, min_status=args.include)
+        manifest = export_dataset(store, args.out, task=args.task, mask_format=args.masks,
+                                  fractions=fractions, seed=args.seed, min_status=args.include,
+                                  version=args.version, allow_burned_text=args.allow_burned_text)
     except (LabelingError, ValueError) as e:
         print(f"medws export-dataset: {e}", file=sys.stderr)
         return 2

@@ -461,7 +461,7 @@ def deidentify(ds: Dataset, key: DeidKey, options: DeidOptions | None = None) ->
             if elem.tag.is_private:
                 del meta[elem.tag]
     out.PatientID = pseudo
-    out.PatientName = pseudo
+    out.PatientName = pseudo + "^"
     codes = [CODE_BASIC_PROFILE]
     if options.shift_dates:
         codes.append(CODE_RETAIN_LONGITUDINAL_MODIFIED)

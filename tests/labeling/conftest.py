@@ -153,3 +153,25 @@ def surviving_values(ds: Dataset, originals: set) -> list[str]:
 @pytest.fixture
 def identified_dataset() -> Dataset:
     return make_identified_dataset()
+
+
+def write_deidentified_folder(folder, patients=("P1", "P1", "P2", "P3", "P4", "P5", "P6", "P7")):
+    """De-identified CR files, several per patient where ``patients`` repeats an ID."""
+    from labeling_tool.core.deid import DeidKey, deidentify
+
+    key = DeidKey.new()
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, pid in enumerate(patients):
+        ds = deidentify(make_identified_dataset(f"SECRET-{pid}"), key)
+        path = folder / f"{i:03d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        out.append(path)
+    return out
+
+
+@pytest.fixture
+def deid_folder(tmp_path):
+    folder = tmp_path / "images"
+    write_deidentified_folder(folder)
+    return folder
