@@ -1,0 +1,271 @@
+"""The node's server: pynetdicom AE wiring, acceptor processes, start/stop.
+
+Throughput measures (see ``benchmarks/bench_store.py``): the maximum PDU we accept is
+raised from pynetdicom's 16 KiB (``max_pdu``), accepted sockets get ``TCP_NODELAY``,
+C-STORE writes the received bytes without decoding them, and ``workers`` > 1 runs
+several acceptor processes on one port (``SO_REUSEPORT``), each with its own
+pynetdicom AE and its own index connection, so more than one core receives.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+from pydicom import uid as _uid
+
+from dicom_node import handlers
+from dicom_node.archive import Archive
+from dicom_node.audit import Audit
+from dicom_node.config import NodeConfig
+from dicom_node.db import Database
+from dicom_node.jobs import JobQueue
+from dicom_node.outbox import Outbox
+from dicom_node.peers import PeerRegistry
+from dicom_node.stability import StabilityMonitor, StableHook
+
+logger = logging.getLogger(__name__)
+
+#: transfer syntaxes accepted for storage, stored as sent (PS3.5 Annex A)
+TRANSFER_SYNTAXES: list[str] = [
+    _uid.ExplicitVRLittleEndian,
+    _uid.ImplicitVRLittleEndian,
+    _uid.DeflatedExplicitVRLittleEndian,
+    _uid.ExplicitVRBigEndian,
+    _uid.JPEGBaseline8Bit,
+    _uid.JPEGExtended12Bit,
+    _uid.JPEGLossless,
+    _uid.JPEGLosslessSV1,
+    _uid.JPEGLSLossless,
+    _uid.JPEGLSNearLossless,
+    _uid.JPEG2000Lossless,
+    _uid.JPEG2000,
+    _uid.HTJ2KLossless,
+    _uid.HTJ2KLosslessRPCL,
+    _uid.HTJ2K,
+    _uid.RLELossless,
+]
+UNCOMPRESSED = [_uid.ExplicitVRLittleEndian, _uid.ImplicitVRLittleEndian]
+
+RUN_FILE = "run/node.json"
+
+
+def _server_class(reuse_port: bool) -> type[ThreadedAssociationServer]:
+    class _Server(ThreadedAssociationServer):
+        def server_bind(self) -> None:
+            if reuse_port:
+                self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            super().server_bind()
+
+        def get_request(self) -> tuple[socket.socket, Any]:
+            client, address = super().get_request()
+            try:
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # pragma: no cover - e.g. a TLS-wrapped socket
+                pass
+            return client, address
+
+    return _Server
+
+
+class Node:
+    """One acceptor: AE, handlers and the services they call.
+
+    Parameters
+    ----------
+    config
+        Node settings.
+    hooks
+        Stability hooks (default: queue an ``analyze`` job); extend
+        ``node.stability.hooks`` to run more on each stable study.
+    run_stability
+        Run the stability monitor in this process (only the main acceptor does).
+    """
+
+    def __init__(self, config: NodeConfig, hooks: list[StableHook] | None = None, run_stability: bool = True) -> None:
+        self.config = config
+        config.dicom_dir.mkdir(parents=True, exist_ok=True)
+        self.db = Database(config.database_url)
+        self.db.init_schema()
+        self.audit = Audit(self.db)
+        self.peers = PeerRegistry(self.db, self.audit)
+        self.archive = Archive(config, self.db, self.audit)
+        self.jobs = JobQueue(self.db)
+        self.outbox = Outbox(self.db)
+        self.stability = StabilityMonitor(self.db, config.quiet_period_s, hooks)
+        self.run_stability = run_stability
+        self.ae: AE | None = None
+        self.server: ThreadedAssociationServer | None = None
+
+    def build_ae(self) -> AE:
+        """The pynetdicom AE with every supported presentation context."""
+        ae = AE(ae_title=self.config.ae_title)
+        ae.maximum_pdu_size = self.config.max_pdu
+        ae.network_timeout = self.config.network_timeout_s
+        ae.maximum_associations = self.config.max_associations
+        ae.add_supported_context(Verification, UNCOMPRESSED + [_uid.ExplicitVRBigEndian])
+        for cx in AllStoragePresentationContexts:
+            # scp_role/scu_role: accept the requestor's SCP role for C-GET (PS3.7 D.3.3.4)
+            ae.add_supported_context(cx.abstract_syntax, TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
+        for model in (StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelGet,
+                      StudyRootQueryRetrieveInformationModelMove):
+            ae.add_supported_context(model, UNCOMPRESSED)
+        # sub-operation associations (C-MOVE) propose contexts per request
+        return ae
+
+    def event_handlers(self) -> list[Any]:
+        """``evt_handlers`` with their bound dependencies."""
+        c = self.config
+        return [
+            (evt.EVT_REQUESTED, handlers.handle_requested, [self.peers, self.audit, c.require_registered]),
+            (evt.EVT_C_ECHO, handlers.handle_echo),
+            (evt.EVT_C_STORE, handlers.handle_store, [self.archive]),
+            (evt.EVT_C_FIND, handlers.handle_find, [self.db, c.ae_title]),
+            (evt.EVT_C_GET, handlers.handle_get, [self.archive]),
+            (evt.EVT_C_MOVE, handlers.handle_move, [self.archive, self.peers]),
+        ]
+
+    def start(self, reconcile: bool = True, reuse_port: bool = False, port: int | None = None) -> int:
+        """Start accepting (non-blocking); returns the bound port."""
+        if reconcile:
+            self.archive.reconcile()
+        self.ae = self.build_ae()
+        server_cls = _server_class(reuse_port)
+        address = (self.config.host, self.config.port if port is None else port)
+        self.server = self.ae.make_server(
+            address, ae_title=self.config.ae_title, evt_handlers=self.event_handlers(), server_class=server_cls
+        )
+        thread = threading.Thread(target=self.server.serve_forever, name="acceptor", daemon=True)
+        thread.start()
+        self.ae._servers.append(self.server)  # so ae.shutdown() stops it too
+        if self.run_stability:
+            self.stability.start()
+        bound = int(self.server.server_address[1])
+        logger.info("node %s listening on %s:%d", self.config.ae_title, self.config.host, bound)
+        return bound
+
+    @property
+    def port(self) -> int:
+        """The bound port (after :meth:`start`)."""
+        if self.server is None:
+            raise RuntimeError("node not started")
+        return int(self.server.server_address[1])
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """Stop accepting, let running associations finish (up to ``grace_s``), close."""
+        self.stability.stop()
+        if self.server is not None and self.ae is not None:
+            server = self.server
+            server.shutdown()
+            deadline = time.monotonic() + grace_s
+            while server.active_associations and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.ae.shutdown()
+            self.server = None
+        self.db.close()
+
+    def status(self) -> dict[str, Any]:
+        """``node status`` contents: counts of the archive, jobs and outbox."""
+        return node_status(self.db)
+
+
+def node_status(db: Database) -> dict[str, Any]:
+    """Counts: patients, studies, series, instances; jobs and outbox by state;
+    studies by state."""
+    out: dict[str, Any] = {}
+    for table in ("patients", "studies", "series", "instances"):
+        out[table] = int(db.query(f"SELECT COUNT(*) FROM {table}")[0][0])
+    out["jobs"] = JobQueue(db).counts()
+    out["outbox"] = Outbox(db).counts()
+    out["study_states"] = {r[0]: int(r[1]) for r in db.query("SELECT state, COUNT(*) FROM studies GROUP BY state")}
+    return out
+
+
+# --------------------------------------------------------------------- serving
+def _acceptor_main(config: NodeConfig, port: int, level: int) -> None:
+    """Entry of an extra acceptor process (spawned)."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    node = Node(config, run_stability=False)
+    node.start(reconcile=False, reuse_port=True, port=port)
+    stop.wait()
+    node.stop()
+
+
+def write_run_file(config: NodeConfig, port: int) -> Path:
+    """Record the serving node (pid, host, port, AE title) in ``<root>/run/node.json``."""
+    path = config.root / RUN_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": os.getpid(), "host": config.host, "port": port,
+                                "ae_title": config.ae_title}), encoding="utf-8")
+    return path
+
+
+def read_run_file(root: Path) -> dict[str, Any] | None:
+    """The running node's record, or ``None`` when no node is running for ``root``."""
+    path = root / RUN_FILE
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        os.kill(int(info["pid"]), 0)
+        return info
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def serve(config: NodeConfig, hooks: list[StableHook] | None = None, ready: threading.Event | None = None,
+          stop: threading.Event | None = None) -> int:
+    """Run the node in the foreground until SIGTERM/SIGINT (or ``stop`` is set).
+
+    With ``config.workers`` > 1, ``workers - 1`` extra acceptor processes share the
+    port (SO_REUSEPORT).  Running jobs left by a crash are re-queued at start-up.
+    """
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+    node = Node(config, hooks=hooks)
+    node.jobs.requeue_running()
+    multi = config.workers > 1
+    port = node.start(reconcile=True, reuse_port=multi)
+    children: list[multiprocessing.process.BaseProcess] = []
+    if multi:
+        ctx = multiprocessing.get_context("spawn")
+        level = logging.getLogger().level
+        for _ in range(config.workers - 1):
+            proc = ctx.Process(target=_acceptor_main, args=(config, port, level), daemon=True)
+            proc.start()
+            children.append(proc)
+    run_file = write_run_file(config, port)
+    print(json.dumps({"event": "listening", "ae_title": config.ae_title, "host": config.host, "port": port,
+                      "workers": config.workers}), flush=True)
+    if ready is not None:
+        ready.set()
+    try:
+        stop.wait()
+    finally:
+        logger.info("shutting down")
+        for proc in children:
+            if proc.pid:
+                os.kill(proc.pid, signal.SIGTERM)
+        for proc in children:
+            proc.join(timeout=15)
+        node.stop()
+        run_file.unlink(missing_ok=True)
+    return 0

@@ -1,0 +1,214 @@
+"""The node as a service user: C-ECHO, C-FIND, C-MOVE and C-STORE to a peer.
+
+Each call opens one association, does its work and releases it; failures raise
+:class:`~dicom_node.errors.AssociationError` with the reason (rejected, aborted,
+unreachable).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+from pynetdicom import AE, _config
+from pynetdicom.association import Association
+from pynetdicom.presentation import build_context
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+
+from dicom_node.errors import AssociationError, NodeError
+from dicom_node.peers import Peer
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RETURN_KEYS = {
+    "STUDY": ["PatientID", "PatientName", "StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber",
+              "StudyDescription", "ModalitiesInStudy", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances"],
+    "SERIES": ["StudyInstanceUID", "SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription",
+               "NumberOfSeriesRelatedInstances"],
+    "IMAGE": ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "InstanceNumber"],
+}
+
+
+@dataclass
+class SendResult:
+    """Outcome of :func:`send`: per-file status (``path -> status``; -1 when not sent)."""
+
+    statuses: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def sent(self) -> int:
+        return sum(1 for s in self.statuses.values() if s in (0x0000, 0xB000, 0xB007, 0xB006))
+
+    @property
+    def failed(self) -> int:
+        return len(self.statuses) - self.sent
+
+
+@contextmanager
+def associate(peer: Peer, calling_ae: str, contexts: list[Any], timeout_s: float = 30.0,
+              max_pdu: int = 4 * 1024 * 1024, **kwargs: Any) -> Iterator[Association]:
+    """An established association with ``peer`` (released on exit)."""
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = timeout_s
+    ae.dimse_timeout = timeout_s
+    ae.network_timeout = timeout_s
+    ae.maximum_pdu_size = max_pdu
+    ae.requested_contexts = contexts
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, **kwargs)
+    if not assoc.is_established:
+        if assoc.is_rejected:
+            raise AssociationError(
+                f"peer {peer.name} ({peer.ae_title}@{peer.host}:{peer.port}) rejected the association; "
+                f"is this node ({calling_ae}) registered there?"
+            )
+        raise AssociationError(f"cannot associate with peer {peer.name} ({peer.ae_title}@{peer.host}:{peer.port})")
+    try:
+        yield assoc
+    finally:
+        if assoc.is_established:
+            assoc.release()
+        ae.shutdown()
+
+
+def echo(peer: Peer, calling_ae: str) -> int:
+    """C-ECHO (PS3.7 9.1.5); returns the status (0 = success)."""
+    with associate(peer, calling_ae, [build_context(Verification)]) as assoc:
+        status = assoc.send_c_echo()
+        if not status:
+            raise AssociationError(f"no C-ECHO response from {peer.name}")
+        return int(status.Status)
+
+
+def _identifier(level: str, filters: dict[str, str], keys: Iterable[str] | None) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level
+    for key in list(keys or DEFAULT_RETURN_KEYS[level]):
+        setattr(ds, key, "")
+    for key, value in filters.items():
+        try:
+            setattr(ds, key, value)
+        except Exception as e:  # noqa: BLE001
+            raise NodeError(f"{key} is not a DICOM keyword usable in a query") from e
+    return ds
+
+
+def _to_jsonable(ds: Dataset) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for elem in ds:
+        if not elem.keyword or elem.keyword in ("SpecificCharacterSet",):
+            continue
+        value = elem.value
+        if isinstance(value, pydicom.multival.MultiValue):
+            value = "\\".join(str(v) for v in value)
+        elif value is not None and not isinstance(value, (int, float)):
+            value = str(value)
+        out[elem.keyword] = value
+    return out
+
+
+def find(peer: Peer, calling_ae: str, level: str = "STUDY", filters: dict[str, str] | None = None,
+         keys: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """C-FIND, Study Root (PS3.4 C.4.1); returns the matches as dicts."""
+    level = level.upper()
+    if level not in DEFAULT_RETURN_KEYS:
+        raise NodeError(f"level must be STUDY, SERIES or IMAGE, not {level!r}")
+    ident = _identifier(level, filters or {}, keys)
+    out: list[dict[str, Any]] = []
+    with associate(peer, calling_ae, [build_context(StudyRootQueryRetrieveInformationModelFind)]) as assoc:
+        for status, identifier in assoc.send_c_find(ident, StudyRootQueryRetrieveInformationModelFind):
+            if not status:
+                raise AssociationError(f"C-FIND to {peer.name} got no response (timeout or abort)")
+            code = int(status.Status)
+            if code in (0xFF00, 0xFF01) and identifier is not None:
+                out.append(_to_jsonable(identifier))
+            elif code != 0x0000:
+                raise AssociationError(f"C-FIND to {peer.name} failed with status 0x{code:04X}")
+    return out
+
+
+def move(peer: Peer, calling_ae: str, destination_ae: str, study_uid: str, series_uid: str | None = None) -> dict[str, int]:
+    """C-MOVE (PS3.4 C.4.2) of a study (or one series) to ``destination_ae``.
+
+    Returns the final sub-operation counts; raises when the move failed.
+    """
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "SERIES" if series_uid else "STUDY"
+    ds.StudyInstanceUID = study_uid
+    if series_uid:
+        ds.SeriesInstanceUID = series_uid
+    final: dict[str, int] = {}
+    with associate(peer, calling_ae, [build_context(StudyRootQueryRetrieveInformationModelMove)], timeout_s=120) as assoc:
+        for status, _ in assoc.send_c_move(ds, destination_ae, StudyRootQueryRetrieveInformationModelMove):
+            if not status:
+                raise AssociationError(f"C-MOVE from {peer.name} got no response (timeout or abort)")
+            code = int(status.Status)
+            final = {
+                "status": code,
+                "completed": int(status.get("NumberOfCompletedSuboperations", 0) or 0),
+                "failed": int(status.get("NumberOfFailedSuboperations", 0) or 0),
+                "warning": int(status.get("NumberOfWarningSuboperations", 0) or 0),
+            }
+    if not final or final["status"] not in (0x0000, 0xB000):
+        code = final.get("status", -1)
+        raise AssociationError(f"C-MOVE from {peer.name} failed with status 0x{code & 0xFFFF:04X}: {final}")
+    return final
+
+
+def dicom_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Files under ``paths`` (files or folders, recursively), sorted."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith(".")))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise NodeError(f"{p} does not exist")
+    return out
+
+
+def send(peer: Peer, calling_ae: str, files: list[Path]) -> SendResult:
+    """C-STORE (PS3.4 B.2) each file as stored (not re-encoded) on one association."""
+    result = SendResult()
+    metas: dict[Path, tuple[str, str]] = {}
+    for f in files:
+        try:
+            meta = pydicom.filereader.read_file_meta_info(f)
+            metas[f] = (str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID))
+        except Exception:  # noqa: BLE001
+            logger.warning("skipping %s: not a DICOM Part 10 file", f.name)
+            result.statuses[str(f)] = -1
+    by_class: dict[str, list[str]] = {}
+    for sop_class, ts in metas.values():
+        syntaxes = by_class.setdefault(sop_class, [])
+        if ts not in syntaxes:
+            syntaxes.append(ts)
+    if len(by_class) > 128:
+        raise NodeError("more than 128 SOP classes in one send; send in parts")
+    contexts = [build_context(c, ts) for c, ts in by_class.items()]
+    if not contexts:
+        return result
+    # send each file's data set bytes as stored instead of decoding and re-encoding it
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    with associate(peer, calling_ae, contexts, timeout_s=120) as assoc:
+        for f in metas:
+            status = assoc.send_c_store(f)
+            code = int(status.Status) if status else -1
+            result.statuses[str(f)] = code
+            if code != 0:
+                logger.warning("C-STORE of %s to %s: status 0x%04X", f.name, peer.name, code & 0xFFFF)
+            if not assoc.is_established:
+                break
+    for f in metas:
+        result.statuses.setdefault(str(f), -1)
+    return result
