@@ -147,6 +147,8 @@ class ReviewState:
                 it.number = i
         self.spacing = spacing
         self.decisions: list[Decision] = []
+        self.heatmaps: dict[str, object] = {}  # finding id → probability map (numpy, any resolution)
+        self.segs: dict[str, object] = {}  # finding id → binary mask (numpy, 2-D or per-slice 3-D)
         self._listeners: list[Callable[[Decision], None]] = []
 
     def subscribe(self, fn: Callable[[Decision], None]) -> None:

@@ -57,6 +57,8 @@ class ReadingSession:
             self.window = self.series.window
         for it in self.review.items:
             self.overlays.setdefault(it.id, Overlay())
+        self.heatmaps = {**self.review.heatmaps, **self.heatmaps}  # type: ignore[dict-item]
+        self.seg_masks = {**self.review.segs, **self.seg_masks}  # type: ignore[dict-item]
         self.review.subscribe(lambda _d: self._emit("findings"))
 
     # ---------------------------------------------------------------- events

@@ -26,6 +26,7 @@ from dicom_node.archive import Archive
 from dicom_node.audit import Audit
 from dicom_node.config import NodeConfig, load_config
 from dicom_node.db import Database
+from dicom_node.findings import FindingFormatError, decode_mask
 
 from workstation.core import worklist
 from workstation.core.review import Decision, ReviewItem, ReviewState, item_from_finding
@@ -110,6 +111,8 @@ class ReadingStore:
         ``spacing_for(sop_uid)`` returns the pixel spacing of an image (for sizes in mm).
         """
         items: list[ReviewItem] = []
+        masks_seg: dict[str, Any] = {}
+        masks_heat: dict[str, Any] = {}
         n = 0
         for res in self.analysis_results(study_uid):
             src = (res.get("source") or {}).get("sop_instance_uid", "")
@@ -120,7 +123,21 @@ class ReadingStore:
                 img = f.get("image") or {}
                 f["sop_uid"] = img.get("sop_instance_uid") or src
                 spacing = spacing_for(f["sop_uid"]) if spacing_for else None
-                items.append(item_from_finding(f, n, spacing, res.get("model")))
+                mask = f.pop("mask", None)
+                item = item_from_finding(f, n, spacing, res.get("model"))
+                if mask is not None:
+                    try:
+                        arr = decode_mask(mask)
+                    except FindingFormatError as e:
+                        logger.warning("finding %s: mask ignored (%s)", item.ref, e)
+                    else:
+                        if arr.dtype == bool:
+                            masks_seg[item.id] = arr
+                            item.seg_key = item.id
+                        else:
+                            masks_heat[item.id] = arr
+                            item.heatmap_key = item.id
+                items.append(item)
         by_id = {it.id: it for it in items}
         for r in self.db.query("SELECT * FROM finding_reviews WHERE study_uid = ? ORDER BY updated_at",
                                (study_uid,)):
@@ -137,7 +154,9 @@ class ReadingStore:
             for k in ("box", "contour", "laterality", "size_mm", "label", "sop_uid", "frame"):
                 if k in data and data[k] is not None:
                     setattr(it, k, data[k])
-        return ReviewState(items)
+        state = ReviewState(items)
+        state.heatmaps, state.segs = masks_heat, masks_seg
+        return state
 
     def save_decision(self, study_uid: str, d: Decision, item: ReviewItem) -> None:
         """Persist the finding's new state and audit the decision (one transaction)."""

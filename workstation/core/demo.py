@@ -1,0 +1,119 @@
+"""A reading demo archive: studies stored through the node's archive, AI results and drafts in the index.
+
+Used by the tests, the benchmark and the documentation screenshots until the analysis
+pipeline fills the index itself.  Findings follow the ``medws infer cxr --json``
+contract (``AnalysisResult.to_json()``); drafts come from :func:`dicom_node.report.draft_report`.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from dicom_node import samples
+from dicom_node.findings import AnalysisResult, Finding, ImageRef, ModelInfo
+from dicom_node.report import draft_report
+
+from workstation.core.store import ReadingStore
+
+logger = logging.getLogger(__name__)
+
+DEMO_MODEL = ModelInfo("cxr-lesion-demo", "0.0.0-demo")
+
+
+@dataclass
+class DemoStudies:
+    chest_uid: str = ""
+    chest_sop: str = ""
+    ct_uid: str = ""
+    extra: list[str] = field(default_factory=list)
+
+
+def _store(store: ReadingStore, ds: Dataset) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / "x.dcm"
+        ds.save_as(p, enforce_file_format=True)
+        store.archive.store_file(p)
+
+
+def chest_findings(ds: Dataset) -> list[Finding]:
+    """Demo AI findings placed by anatomy of a PA chest (image right = patient left)."""
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    ref = ImageRef.from_dataset(ds)
+    sx, sy = cols / 1024.0, rows / 1024.0
+
+    def pts(p):
+        return tuple((x * sx, y * sy) for x, y in p)
+
+    yy, xx = np.mgrid[0:64, 0:64].astype(np.float32)
+    heat = np.exp(-(((xx - 20.0) / 4.0) ** 2 + ((yy - 24.0) / 4.0) ** 2)).astype(np.float32)
+    seg = np.zeros((128, 128), bool)
+    seg[78:100, 82:104] = True
+    return [
+        Finding("pleural_effusion", 0.91, box=(620 * sx, 700 * sy, 860 * sx, 860 * sy),
+                contour=pts([(620, 800), (700, 720), (860, 700), (860, 860), (640, 860)]),
+                laterality="left", zone="lower", image=ref, tracking_uid="2.25.1001"),
+        Finding("pneumothorax", 0.64, box=(180 * sx, 150 * sy, 330 * sx, 330 * sy),
+                contour=pts([(200, 150), (330, 170), (300, 330), (180, 300)]),
+                laterality="right", zone="upper", image=ref, tracking_uid="2.25.1002"),
+        Finding("nodule_mass", 0.78, box=(300 * sx, 350 * sy, 340 * sx, 420 * sy), laterality="right",
+                zone="middle", image=ref, mask=heat, tracking_uid="2.25.1003"),
+        Finding("consolidation", 0.57, box=(660 * sx, 620 * sy, 830 * sx, 800 * sy), laterality="left",
+                zone="lower", image=ref, mask=seg, tracking_uid="2.25.1004"),
+    ]
+
+
+def put_result(store: ReadingStore, ds: Dataset, findings: list[Finding], language: str = "en",
+               study_type: str = "cxr") -> str:
+    """Store an analysis result and its draft report for the study of ``ds``."""
+    result = AnalysisResult(study_type, DEMO_MODEL, tuple(findings), abnormality=0.93,
+                            scores={f.label: float(f.probability or 0) for f in findings},
+                            source=ImageRef.from_dataset(ds))
+    uid = str(ds.StudyInstanceUID)
+    store.put_analysis_result(uid, result.to_json(), kind=study_type)
+    store.put_draft_report(uid, draft_report(result, language=language).text, language)
+    return uid
+
+
+def build(root: Path | str, *, chest: Dataset | None = None, with_ct: bool = True, ct_slices: int = 24,
+          extra_routine: int = 2) -> DemoStudies:
+    """Fill ``root`` with a chest study (AI findings + draft), a CT study and a few routine studies."""
+    store = ReadingStore.open(root)
+    try:
+        out = DemoStudies()
+        ds = chest if chest is not None else samples.dx_chest(size=1024, seed=1, patient_id="DEMO-0001")
+        if chest is None:
+            ds.PatientName = "HONG^GILDONG"
+            ds.AccessionNumber = "ACC0001"
+        _store(store, ds)
+        out.chest_uid = put_result(store, ds, chest_findings(ds))
+        out.chest_sop = str(ds.SOPInstanceUID)
+        for i in range(extra_routine):
+            d2 = samples.dx_chest(size=512, seed=10 + i, patient_id=f"DEMO-01{i:02d}")
+            d2.PatientName = ["KIM^MINJI", "LEE^SEOYEON", "PARK^JUNHO"][i % 3]
+            d2.AccessionNumber = f"ACC01{i:02d}"
+            _store(store, d2)
+            if i % 2 == 0:
+                ref = ImageRef.from_dataset(d2)
+                put_result(store, d2, [Finding("nodule_mass", 0.7, box=(150, 170, 175, 196), laterality="right",
+                                               zone="middle", image=ref)], language="ko")
+            out.extra.append(str(d2.StudyInstanceUID))
+        if with_ct:
+            series = samples.ct_series(n_slices=ct_slices, size=512, seed=2, patient_id="DEMO-CT-0001")
+            for s in series:
+                s.PatientName = "CHOI^YUNA"
+                s.AccessionNumber = "ACC-CT-01"
+                _store(store, s)
+            out.ct_uid = str(series[0].StudyInstanceUID)
+        return out
+    finally:
+        store.close()
+
+
+def read_image(path: Path) -> Dataset:
+    return pydicom.dcmread(path)
