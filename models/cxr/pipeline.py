@@ -1,0 +1,113 @@
+"""Chest X-ray findings pipeline: ``pre_process -> predict -> post_process``.
+
+Only :meth:`CxrPipeline.predict` touches ONNX Runtime (through :class:`models.session.OrtModel`).
+Two registry models are used: ``cxr-lung`` (lung fields) and ``cxr-lesions`` (five classes,
+abnormality, per-class maps and an ``embedding`` for similar-case retrieval).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from models.cxr.postprocess import MIN_LUNG_FRACTION, CxrFindings, lung_fraction, post_process
+from models.cxr.preprocess import CLASSES, Prepared, prepare
+from models.errors import UnsupportedInputError
+from models.imaging import Radiograph, frontal_chest_skip_reason, load_radiograph
+
+logger = logging.getLogger(__name__)
+
+LUNG_MODEL = "cxr-lung"
+LESION_MODEL = "cxr-lesions"
+
+
+@dataclass
+class Raw:
+    """Network outputs for one image."""
+
+    lung: np.ndarray  # (S, S)
+    scores: np.ndarray  # (5,)
+    abnormality: float
+    seg: np.ndarray  # (5, h, w)
+    embedding: np.ndarray  # (D,)
+
+
+class CxrPipeline:
+    """Load both models from the registry and analyse radiographs.
+
+    Parameters
+    ----------
+    registry : models.registry.Registry, optional
+    threads : int, optional
+        ONNX Runtime intra-op threads (default: env ``MEDWS_ORT_THREADS`` or ORT's default).
+    """
+
+    def __init__(self, registry: Any = None, threads: int | None = None,
+                 lung_version: str | None = None, lesion_version: str | None = None) -> None:
+        from models.registry import Registry
+
+        reg = registry or Registry()
+        self.lung_entry = reg.get(LUNG_MODEL, lung_version)
+        self.lesion_entry = reg.get(LESION_MODEL, lesion_version)
+        self.lung = reg.session(LUNG_MODEL, self.lung_entry.card.version, threads=threads)
+        self.lesion = reg.session(LESION_MODEL, self.lesion_entry.card.version, threads=threads)
+        card = self.lesion_entry.card
+        self.size = int(card.input["size"])
+        self.thresholds = {c: float(card.thresholds.get(c, 0.5)) for c in CLASSES}
+        self.seg_threshold = float(card.extra.get("seg_threshold", 0.5))
+
+    @property
+    def model_info(self) -> dict[str, str]:
+        """Name and version of the findings model (every output names it)."""
+        return {"name": self.lesion_entry.card.name, "version": self.lesion_entry.card.version}
+
+    def pre_process(self, radiograph: Radiograph) -> Prepared:
+        """Letterbox + normalise (the same function training used)."""
+        return prepare(radiograph.pixels, self.size)
+
+    def predict(self, prepared: Prepared) -> Raw:
+        """Run both ONNX models on one prepared image."""
+        x = prepared.tensor.astype(np.float32)
+        lung = self.lung.run({"image": x})["lung"][0, 0]
+        out = self.lesion.run({"image": x})
+        return Raw(lung, out["scores"][0], float(out["abnormality"][0, 0]), out["seg"][0], out["embedding"][0])
+
+    def post_process(self, prepared: Prepared, raw: Raw) -> CxrFindings:
+        """Findings in source pixels, with laterality/zone and the plausibility check."""
+        return post_process(raw.scores, raw.abnormality, raw.seg, raw.lung, prepared.geometry,
+                            self.thresholds, self.seg_threshold)
+
+    def analyse(self, radiograph: Radiograph) -> tuple[CxrFindings | None, str | None, Raw | None]:
+        """Return (findings, skip reason, raw outputs) for one radiograph."""
+        reason = frontal_chest_skip_reason(radiograph)
+        if reason:
+            return None, reason, None
+        prepared = self.pre_process(radiograph)
+        raw = self.predict(prepared)
+        if lung_fraction(raw.lung, prepared.content) < MIN_LUNG_FRACTION:
+            return None, "no lung fields found: not a frontal chest radiograph?", raw
+        return self.post_process(prepared, raw), None, raw
+
+    def analyse_path(self, path: str | os.PathLike) -> dict:
+        """The ``medws infer cxr --json`` record of one file (skipped inputs carry a reason)."""
+        record: dict[str, Any] = {"path": str(path), "skipped": None, "abnormality": None,
+                                  "scores": None, "findings": [], "model": self.model_info}
+        t0 = time.perf_counter()
+        try:
+            radiograph = load_radiograph(path)
+        except UnsupportedInputError as e:
+            record["skipped"] = str(e)
+            return record
+        result, reason, _ = self.analyse(radiograph)
+        if reason:
+            record["skipped"] = reason
+            return record
+        record["abnormality"] = round(result.abnormality, 4)
+        record["scores"] = {c: round(v, 4) for c, v in result.scores.items()}
+        record["findings"] = [f.to_dict() for f in result.findings]
+        logger.debug("cxr analysed in %.1f ms", 1000 * (time.perf_counter() - t0))
+        return record

@@ -1,0 +1,70 @@
+"""Numpy-only pre-processing shared by chest X-ray training and inference.
+
+A radiograph in presentation values (higher = brighter, after modality/VOI LUTs and
+MONOCHROME1 inversion, see :mod:`models.imaging`) is letterboxed to a square model grid
+(aspect preserved, zero padding, :func:`models.geometry.letterbox`) and its intensities
+are scaled by robust percentiles of the image content to [0, 1]; padding stays 0.
+The returned :class:`models.geometry.Letterbox` maps model-grid coordinates back to the
+source pixels exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.geometry import Letterbox, letterbox, letterbox_mask
+
+CLASSES: tuple[str, ...] = (
+    "nodule_mass",
+    "consolidation",
+    "interstitial_opacity",
+    "pleural_effusion",
+    "pneumothorax",
+)
+INPUT_SIZE = 256
+LOW_PERCENTILE = 1.0
+HIGH_PERCENTILE = 99.0
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Model input (1,1,S,S) float32, its letterbox geometry and the content box in model pixels."""
+
+    tensor: np.ndarray
+    geometry: Letterbox
+    content: tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive) of the image inside the padding
+    source_shape: tuple[int, int]
+
+
+def content_box(geometry: Letterbox, source_shape: tuple[int, int], size: int) -> tuple[int, int, int, int]:
+    """Return the model-grid pixel box (x0, y0, x1, y1) covered by the source image."""
+    x0, y0, x1, y1 = geometry.content_box
+    # letterbox fills whole model pixels only (floor of the scaled extent)
+    return (int(x0), int(y0), min(size, int(np.floor(x1 + 1e-6))), min(size, int(np.floor(y1 + 1e-6))))
+
+
+def normalize_intensity(grid: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Scale the content of ``grid`` by its 1st/99th percentiles to [0, 1]; padding becomes 0."""
+    x0, y0, x1, y1 = box
+    content = grid[y0:y1, x0:x1]
+    lo, hi = np.percentile(content, [LOW_PERCENTILE, HIGH_PERCENTILE])
+    scale = 1.0 / max(float(hi - lo), 1e-6)
+    out = np.zeros_like(grid, dtype=np.float32)
+    out[y0:y1, x0:x1] = np.clip((content - lo) * scale, 0.0, 1.0)
+    return out
+
+
+def prepare(pixels: np.ndarray, size: int = INPUT_SIZE) -> Prepared:
+    """Letterbox and normalise one radiograph (H, W) of presentation values for the networks."""
+    if pixels.ndim != 2:
+        raise ValueError(f"expected a 2-D greyscale radiograph, got shape {pixels.shape}")
+    grid, geometry = letterbox(np.asarray(pixels, dtype=np.float32), size)
+    box = content_box(geometry, pixels.shape, size)
+    norm = normalize_intensity(np.asarray(grid, dtype=np.float32), box)
+    return Prepared(norm[None, None], geometry, box, (int(pixels.shape[0]), int(pixels.shape[1])))
+
+
+def prepare_mask(mask: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
+    """Letterbox a binary mask onto the model grid (bool), same geometry as :func:`prepare`."""
+    return letterbox_mask(np.asarray(mask, dtype=bool), size).astype(bool)

@@ -1,0 +1,100 @@
+"""Pre/post-processing: model-grid results map back to the exact source pixels (asymmetric images)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.cxr.postprocess import laterality, lung_fields, post_process
+from models.cxr.preprocess import CLASSES, prepare, prepare_mask
+from models.geometry import letterbox_mask
+
+H, W = 300, 520  # wide, non-square: a transposition or flip cannot pass
+
+
+def _lungs_source() -> np.ndarray:
+    m = np.zeros((H, W), bool)
+    m[40:260, 60:230] = True  # image-left lung = patient's right
+    m[40:260, 290:460] = True  # image-right lung = patient's left
+    return m
+
+
+def _maps(source_region: np.ndarray, cls: int, score: float = 0.9):
+    seg = np.zeros((len(CLASSES), 256, 256), np.float32)
+    seg[cls] = letterbox_mask(source_region, 256).astype(np.float32)
+    scores = np.zeros(len(CLASSES), np.float32)
+    scores[cls] = score
+    lung = letterbox_mask(_lungs_source(), 256).astype(np.float32)
+    return scores, seg, lung
+
+
+def test_prepare_scales_content_and_zeroes_padding():
+    img = np.linspace(0, 1000, H * W, dtype=np.float32).reshape(H, W)
+    p = prepare(img)
+    x0, y0, x1, y1 = p.content
+    assert p.tensor.shape == (1, 1, 256, 256)
+    assert (y0, y1) != (0, 256) and (x0, x1) == (0, 256)  # letterboxed vertically
+    assert p.tensor[0, 0, :y0].max() == 0 and p.tensor[0, 0, y1:].max() == 0
+    content = p.tensor[0, 0, y0:y1, x0:x1]
+    assert content.min() == 0.0 and content.max() == 1.0
+    assert content[-1].mean() > content[0].mean()  # bottom rows brighter, as in the source
+
+
+def test_prepare_mask_follows_the_image_geometry():
+    m = np.zeros((H, W), bool)
+    m[10:60, 400:500] = True  # top right
+    g = prepare_mask(m)
+    ys, xs = np.nonzero(g)
+    p = prepare(np.random.default_rng(0).random((H, W)).astype(np.float32))
+    back = p.geometry.to_source(np.array([[xs.min(), ys.min()], [xs.max() + 1, ys.max() + 1]]))
+    assert np.allclose(back, [[400, 10], [500, 60]], atol=2.5)
+
+
+def test_finding_box_and_contour_in_source_pixels():
+    region = np.zeros((H, W), bool)
+    region[60:120, 100:180] = True  # patient's right upper zone
+    scores, seg, lung = _maps(region, CLASSES.index("nodule_mass"))
+    geo = prepare(np.zeros((H, W), np.float32) + np.arange(W, dtype=np.float32)).geometry
+    res = post_process(scores, 0.9, seg, lung, geo, {c: 0.5 for c in CLASSES})
+    assert len(res.findings) == 1
+    f = res.findings[0]
+    assert f.label == "nodule_mass" and f.probability == pytest.approx(0.9)
+    assert np.allclose(f.box, [100, 60, 180, 120], atol=1.0 / geo.scale + 0.01)
+    c = np.asarray(f.contour)
+    assert c[:, 0].min() >= 100 - 2 / geo.scale and c[:, 0].max() <= 180 + 2 / geo.scale
+    assert c[:, 1].min() >= 60 - 2 / geo.scale and c[:, 1].max() <= 120 + 2 / geo.scale
+    assert f.laterality == "right" and f.zone == "upper"
+    d = f.to_dict()
+    assert set(d) == {"label", "probability", "box", "contour", "laterality", "zone"}
+
+
+def test_left_lower_and_bilateral_and_threshold():
+    region = np.zeros((H, W), bool)
+    region[200:250, 330:420] = True  # image right, low: patient's left lower zone
+    scores, seg, lung = _maps(region, CLASSES.index("pleural_effusion"))
+    geo = prepare(np.ones((H, W), np.float32)).geometry
+    f = post_process(scores, 0.9, seg, lung, geo, {c: 0.5 for c in CLASSES}).findings[0]
+    assert (f.laterality, f.zone) == ("left", "lower")
+    assert post_process(scores, 0.9, seg, lung, geo, {c: 0.95 for c in CLASSES}).findings == []
+    both = np.zeros((H, W), bool)
+    both[120:170, 100:430] = True
+    scores, seg, lung = _maps(both, CLASSES.index("interstitial_opacity"))
+    f = post_process(scores, 0.9, seg, lung, geo, {c: 0.5 for c in CLASSES}).findings[0]
+    assert (f.laterality, f.zone) == ("bilateral", "middle")
+
+
+def test_finding_outside_the_lungs_is_dropped():
+    region = np.zeros((H, W), bool)
+    region[270:298, 240:280] = True  # below and between the lungs, beyond the margin
+    scores, seg, lung = _maps(region, CLASSES.index("consolidation"))
+    geo = prepare(np.ones((H, W), np.float32)).geometry
+    res = post_process(scores, 0.9, seg, lung, geo, {c: 0.5 for c in CLASSES})
+    assert res.findings == [] and res.dropped == 1
+
+
+def test_lung_fields_split_by_side():
+    lung = letterbox_mask(_lungs_source(), 256).astype(np.float32)
+    lf = lung_fields(lung)
+    assert np.nonzero(lf.right)[1].mean() < np.nonzero(lf.left)[1].mean()
+    r = np.zeros((256, 256), bool)
+    r[100:110, 20:30] = True
+    assert laterality(r, lf) == "right"

@@ -1,0 +1,227 @@
+"""Train the chest lesion network (MONAI blocks) on real NIH images, real normals and
+synthetic lesions inserted into real normals, with a wall-clock budget and checkpoints.
+
+``train_lesion(real, normals, epochs, out_dir, init_from=None, ...)`` is the callable entry
+point (``real`` and ``normals`` are :class:`training.cxr.data.GridSet`; build them from
+``CxrRecord`` lists with :func:`training.cxr.data.grid_from_records`). ``normals`` need lung
+masks: synthetic lesions are placed inside them.
+
+Losses: image-level BCE for the five classes and the abnormality score; per-class
+segmentation BCE (+ soft Dice on positives) at stride 4, with exact masks for synthetic
+lesions, radiologist boxes as weak masks for real images, and no segmentation loss for a
+class that is positive on a real image without a box.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from models.cxr.preprocess import CLASSES
+from training.cxr.data import GridSet, augment_batch, box_masks, downsample_mask, synthetic_sample
+from training.cxr.nets import CxrLesionNet
+
+logger = logging.getLogger(__name__)
+
+SEG_STRIDE = 4
+
+
+def _real_targets(grid: GridSet, i: int, size: int, seg: int) -> tuple[np.ndarray, np.ndarray]:
+    """Weak segmentation target and per-class weights for a real image."""
+    target = box_masks(grid.boxes[i], size, seg) if grid.boxes else np.zeros((len(CLASSES), seg, seg), np.float32)
+    has_box = target.reshape(len(CLASSES), -1).max(axis=1) > 0
+    labels = grid.labels[i] if grid.labels is not None else np.zeros(len(CLASSES), np.float32)
+    weight = np.ones(len(CLASSES), dtype=np.float32)
+    weight[(labels > 0) & ~has_box] = 0.0  # positive without localisation: image loss only
+    return target, weight
+
+
+def make_batch(
+    rng: np.random.Generator, real: GridSet, normals: GridSet, n_real: int, n_normal: int, n_synth: int
+) -> dict[str, np.ndarray]:
+    """Assemble one mixed batch (images, class labels, abnormality, seg targets and weights)."""
+    size = real.images.shape[-1] if len(real.images) else normals.images.shape[-1]
+    seg = size // SEG_STRIDE
+    imgs, labs, abn, segs, segw = [], [], [], [], []
+    for i in rng.integers(0, len(real.images), n_real) if len(real.images) else []:
+        t, w = _real_targets(real, int(i), size, seg)
+        imgs.append(real.images[i])
+        labs.append(real.labels[i])
+        abn.append(real.abnormal[i])
+        segs.append(t)
+        segw.append(w)
+    for i in rng.integers(0, len(normals.images), n_normal + n_synth):
+        if len(imgs) < n_real + n_normal:
+            img, masks = normals.images[i], np.zeros((len(CLASSES), size, size), bool)
+        else:
+            kinds = list(rng.choice(CLASSES, size=1 if rng.random() < 0.7 else 2, replace=False))
+            img, masks = synthetic_sample(normals.images[i], normals.lungs[i], float(normals.spacing[i]), rng, kinds)
+        present = masks.any(axis=(1, 2)).astype(np.float32)
+        imgs.append(img)
+        labs.append(present)
+        abn.append(float(present.any()))
+        segs.append(np.stack([downsample_mask(m, seg) for m in masks]))
+        segw.append(np.ones(len(CLASSES), dtype=np.float32))
+    images, segs_arr = augment_batch(rng, np.stack(imgs).astype(np.float32), np.stack(segs))
+    return {
+        "image": images[:, None],
+        "labels": np.stack(labs).astype(np.float32),
+        "abnormal": np.asarray(abn, dtype=np.float32)[:, None],
+        "seg": segs_arr.astype(np.float32),
+        "seg_weight": np.stack(segw).astype(np.float32),
+    }
+
+
+def lesion_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], pos_weight: torch.Tensor) -> torch.Tensor:
+    """Image BCE (classes + abnormality) + weighted segmentation BCE + soft Dice on positives."""
+    cls = F.binary_cross_entropy_with_logits(out["scores"], batch["labels"], pos_weight=pos_weight)
+    abn = F.binary_cross_entropy_with_logits(out["abnormality"], batch["abnormal"])
+    w = batch["seg_weight"][:, :, None, None].expand_as(out["seg"])
+    seg_bce = (F.binary_cross_entropy_with_logits(out["seg"], batch["seg"], reduction="none") * w).sum() / w.sum().clamp(min=1)
+    prob = torch.sigmoid(out["seg"])
+    pos = (batch["seg"].amax(dim=(2, 3)) > 0) & (batch["seg_weight"] > 0)
+    inter = (prob * batch["seg"]).sum(dim=(2, 3))
+    denom = prob.sum(dim=(2, 3)) + batch["seg"].sum(dim=(2, 3))
+    dice = 1.0 - (2 * inter + 1.0) / (denom + 1.0)
+    dice_loss = dice[pos].mean() if pos.any() else prob.sum() * 0.0
+    return cls + abn + 4.0 * seg_bce + 0.5 * dice_loss
+
+
+def lr_at(lr: float, progress: float, warmup: float = 0.05) -> float:
+    """Linear warm-up then cosine decay over ``progress`` in [0, 1] (steps or wall-clock, whichever is further)."""
+    if progress < warmup:
+        return lr * (0.1 + 0.9 * progress / warmup)
+    t = min((progress - warmup) / (1.0 - warmup), 1.0)
+    return lr * (0.02 + 0.98 * 0.5 * (1.0 + np.cos(np.pi * t)))
+
+
+def train_lesion(
+    real: GridSet,
+    normals: GridSet,
+    epochs: int,
+    out_dir: str | Path,
+    init_from: str | Path | None = None,
+    budget_s: float = 2700.0,
+    steps_per_epoch: int = 50,
+    batch: tuple[int, int, int] = (6, 2, 8),
+    lr: float = 2e-3,
+    device: str | None = None,
+    seed: int = 0,
+    max_steps: int | None = None,
+) -> dict:
+    """Train; checkpoint ``out_dir/lesion.pt`` after every epoch. Returns the training summary."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    net = CxrLesionNet().to(dev)
+    if init_from:
+        net.load_state_dict(torch.load(init_from, map_location=dev))
+    total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    pos_weight = torch.tensor([2.0, 1.0, 2.0, 1.5, 2.0], device=dev)
+    t0 = time.time()
+    history, step = [], 0
+    for epoch in range(epochs):
+        net.train()
+        losses = []
+        for _ in range(steps_per_epoch):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(lr, max(step / max(total, 1), (time.time() - t0) / budget_s))
+            b = {k: torch.from_numpy(np.ascontiguousarray(v)).to(dev) for k, v in make_batch(rng, real, normals, *batch).items()}
+            loss = lesion_loss(net.forward_logits(b["image"]), b, pos_weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            step += 1
+            if step >= total or time.time() - t0 > budget_s:
+                break
+        torch.save(net.state_dict(), out / "lesion.pt")
+        history.append({"epoch": epoch, "step": step, "loss": float(np.mean(losses)), "elapsed_s": round(time.time() - t0, 1)})
+        logger.info("lesion epoch %d step %d loss %.4f (%.0fs)", epoch, step, np.mean(losses), time.time() - t0)
+        print(json.dumps(history[-1]), flush=True)
+        if step >= total or time.time() - t0 > budget_s:
+            break
+    summary = {"steps": step, "epochs_run": len(history), "history": history, "batch": list(batch),
+               "real_n": len(real.images), "normals_n": len(normals.images), "wall_s": round(time.time() - t0, 1)}
+    (out / "lesion_train.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def load_training_grids(data: str | Path, cache: str | Path | None = None) -> tuple[GridSet, GridSet, GridSet]:
+    """(NIH train, NIH held-out, OpenIST normals with lungs) on the model grid, cached as .npz."""
+    import pickle
+
+    from training.cxr.data import grid_from_pairs, grid_from_records, nih_records, openist_pairs
+
+    data = Path(data)
+    if cache and Path(cache).exists():
+        with open(cache, "rb") as f:
+            return pickle.load(f)
+    nih = grid_from_records(nih_records(data / "nih"))
+    openist = grid_from_pairs(openist_pairs(data / "normal-openist"))
+    grids = (nih.split("train"), nih.split("test"), openist)
+    if cache:
+        with open(cache, "wb") as f:
+            pickle.dump(grids, f)
+    return grids
+
+
+def add_predicted_lungs(grid: GridSet, lung_ckpt: str | Path) -> GridSet:
+    """Attach lung masks predicted by the trained lung U-Net (for synthetic insertion)."""
+    from training.cxr.nets import lung_unet
+    from training.cxr.train_lung import predict_lungs
+
+    net = lung_unet()
+    net.load_state_dict(torch.load(lung_ckpt, map_location="cpu"))
+    grid.lungs = predict_lungs(net, grid.images) >= 0.5
+    return grid
+
+
+def main() -> None:  # pragma: no cover - background job entry point
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="../shared/data/cxr")
+    ap.add_argument("--out", default="/tmp/cxr_train")
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--steps-per-epoch", type=int, default=25)
+    ap.add_argument("--budget-s", type=float, default=2700.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--wait-lung", action="store_true", help="wait for out/lung_train.json first")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO)
+    out = Path(args.out)
+    train, _test, openist = load_training_grids(args.data, out / "grids.pkl")
+    while args.wait_lung and not (out / "lung_train.json").exists():
+        time.sleep(10)
+    normals = openist.split("train")
+    nih_normals = train.subset(np.nonzero(train.abnormal == 0)[0])
+    if (out / "lung.pt").exists():
+        nih_normals = add_predicted_lungs(nih_normals, out / "lung.pt")
+        keep = [i for i in range(len(nih_normals.images)) if nih_normals.lungs[i].sum() > 0.1 * nih_normals.lungs[i].size]
+        nih_normals = nih_normals.subset(np.array(keep))
+        backgrounds = GridSet(
+            images=np.concatenate([normals.images, nih_normals.images]),
+            ids=normals.ids + nih_normals.ids, patients=normals.patients + nih_normals.patients,
+            lungs=np.concatenate([normals.lungs, nih_normals.lungs]),
+            spacing=np.concatenate([normals.spacing, nih_normals.spacing]),
+        )
+    else:
+        backgrounds = normals
+    print(json.dumps({"real_train": len(train.images), "backgrounds": len(backgrounds.images)}), flush=True)
+    summary = train_lesion(train, backgrounds, args.epochs, out, budget_s=args.budget_s,
+                           steps_per_epoch=args.steps_per_epoch)
+    print(json.dumps({k: v for k, v in summary.items() if k != "history"}))
+
+
+if __name__ == "__main__":
+    main()
