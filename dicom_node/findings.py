@@ -258,9 +258,14 @@ class Finding:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any], image: ImageRef | None = None) -> "Finding":
-        """Parse a finding object; ``image`` is used when the object names none."""
+        """Parse a finding object; ``image`` is used when the object names none.
+
+        Spellings of the CT task outputs are accepted (``"lung nodule"``,
+        ``"ground-glass"``, ``"right_upper"``, ``artery``, ``centre_patient_mm``).
+        """
         if not isinstance(obj, Mapping) or "label" not in obj:
             raise FindingFormatError(f"a finding must be an object with a 'label', got {obj!r}")
+        obj = _normalise(obj)
         try:
             box = obj.get("box")
             kwargs: dict[str, Any] = {
@@ -382,6 +387,29 @@ class AnalysisResult:
             source=source,
             total_agatston=total,
         )
+
+
+_LABEL_ALIASES = {"lung nodule": "nodule", "lung_nodule": "nodule", "coronary calcium": "coronary_calcium",
+                  "liver lesion": "liver_lesion", "nodule/mass": "nodule_mass", "pleural effusion": "pleural_effusion",
+                  "interstitial opacity": "interstitial_opacity"}
+_LOBE_ALIASES = {"right_upper": "RUL", "right_middle": "RML", "right_lower": "RLL", "left_upper": "LUL",
+                 "left_lower": "LLL"}
+
+
+def _normalise(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Map the CT tasks' spellings onto the Finding fields."""
+    d = dict(obj)
+    label = str(d["label"])
+    d["label"] = _LABEL_ALIASES.get(label.lower(), label)
+    if isinstance(d.get("type"), str):
+        d["type"] = d["type"].lower().replace("-", "_").replace(" ", "_")
+    if isinstance(d.get("lobe"), str):
+        d["lobe"] = _LOBE_ALIASES.get(d["lobe"].lower(), d["lobe"])
+    if d.get("vessel") is None and d.get("artery"):
+        d["vessel"] = d["artery"]
+    if d.get("centre_mm") is None and d.get("centre_patient_mm") is not None:
+        d["centre_mm"] = d["centre_patient_mm"]
+    return d
 
 
 def _points(value: Any, dim: int, what: str) -> tuple[tuple[float, ...], ...]:

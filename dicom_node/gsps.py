@@ -20,7 +20,15 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from .findings import AnalysisResult, Finding, ModelInfo, ResultError, findings_for, images_by_uid, resolve_image
-from .result_objects import MANUFACTURER, SOFTWARE_VERSION, copy_series_anatomy, repair_inherited, to_dicom_xy
+from .result_objects import (
+    MANUFACTURER,
+    SOFTWARE_VERSION,
+    copy_series_anatomy,
+    outline_2d,
+    outline_regions,
+    repair_inherited,
+    to_dicom_xy,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -129,10 +137,11 @@ def build_presentation_state(
     for f in findings_for(result):
         layer = "critical" if f.label in CRITICAL_LABELS else "other"
         text = label_text(f)
-        if f.slices:
-            placements = [(s.contour, resolve_image(s.image, sources, f.label)) for s in f.slices]
-        elif f.region_contour:
-            placements = [(f.region_contour, resolve_image(f.image, sources, f.label))]
+        slices = outline_regions(f)
+        if slices:
+            placements = [(s.contour, resolve_image(s.image, sources, f.label)) for s in slices]
+        elif outline_2d(f):
+            placements = [(outline_2d(f), resolve_image(f.image, sources, f.label))]
         else:
             logger.info("finding %s has no outline; not drawn in the GSPS", f.label)
             continue

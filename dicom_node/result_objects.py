@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 from pydicom.dataset import Dataset
 from skimage.draw import polygon as _polygon
+from skimage.measure import approximate_polygon, find_contours
 
 from .findings import Finding, ResultError, SliceRegion
 
@@ -114,3 +115,50 @@ def slice_masks(f: Finding, shape: tuple[int, int]) -> dict[str, np.ndarray]:
         prev = out.get(region.image.sop_instance_uid)
         out[region.image.sop_instance_uid] = m if prev is None else (prev | m)
     return out
+
+
+def mask_outline(plane: np.ndarray, tolerance: float = 0.5) -> tuple[tuple[float, float], ...]:
+    """Outline (pixel-centre x, y) of the largest connected region of a 2-D mask, or ().
+
+    Marching squares at level 0.5 (skimage ``find_contours``), simplified with
+    Douglas-Peucker at ``tolerance`` pixels.
+    """
+    plane = np.asarray(plane, dtype=np.float32)
+    if not plane.any():
+        return ()
+    padded = np.pad(plane, 1)  # closes contours that touch the border
+    contours = find_contours(padded, 0.5)
+    if not contours:
+        return ()
+    longest = max(contours, key=len) - 1.0
+    simple = approximate_polygon(longest, tolerance=tolerance)
+    if len(simple) > 1 and np.array_equal(simple[0], simple[-1]):
+        simple = simple[:-1]
+    if len(simple) < 3:
+        return ()
+    return tuple((float(c), float(r)) for r, c in simple)
+
+
+def outline_regions(f: Finding) -> tuple[SliceRegion, ...]:
+    """Per-image outlines of a finding: its slices, else outlines traced from its 3-D mask."""
+    if f.slices:
+        return f.slices
+    if f.mask is not None and np.asarray(f.mask).ndim == 3:
+        out = []
+        for ref, plane in zip(f.mask_images, np.asarray(f.mask)):
+            contour = mask_outline(plane >= 0.5 if plane.dtype != bool else plane)
+            if contour:
+                out.append(SliceRegion(ref, contour))
+        return tuple(out)
+    return ()
+
+
+def outline_2d(f: Finding) -> tuple[tuple[float, float], ...]:
+    """The 2-D outline: contour, else box, else traced from a 2-D mask."""
+    if f.region_contour:
+        return f.region_contour
+    if f.mask is not None and np.asarray(f.mask).ndim == 2:
+        m = np.asarray(f.mask)
+        return mask_outline(m >= 0.5 if m.dtype != bool else m)
+    return ()
+

@@ -33,7 +33,7 @@ from pydicom.uid import generate_uid
 from pydicom.valuerep import DT
 
 from . import codes
-from .result_objects import MANUFACTURER, from_dicom_xy, repair_inherited, to_dicom_xy
+from .result_objects import MANUFACTURER, from_dicom_xy, outline_2d, outline_regions, repair_inherited, to_dicom_xy
 from .findings import (
     AnalysisResult,
     Finding,
@@ -146,10 +146,11 @@ def measurement_group(f: Finding, index: int, model: ModelInfo, sources: dict[st
         qualitative_evaluations=_qualitative(f) or None,
     )
     what = f"{f.label}-{index}"
-    if f.slices:
-        regions = [_image_region(s.contour, s.image, sources, what) for s in f.slices]
+    slices = outline_regions(f)
+    if slices:
+        regions = [_image_region(s.contour, s.image, sources, what) for s in slices]
         return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(referenced_regions=regions, **common)
-    contour = f.region_contour
+    contour = outline_2d(f)
     if contour:
         region = _image_region(contour, f.image, sources, what)
         return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(referenced_region=region, **common)

@@ -92,3 +92,11 @@ def test_result_without_model_is_rejected():
 def test_skipped_result_is_not_complete():
     line = dict(CONTRACT_LINE, skipped="lateral view", findings=[])
     assert not AnalysisResult.from_json(line).complete
+
+
+def test_ct_task_spellings_are_accepted():
+    f = Finding.from_json({"label": "lung nodule", "probability": 0.8, "type": "ground-glass", "lobe": "right_upper",
+                           "centre_patient_mm": [1, 2, 3], "long_axis_mm": 7.5, "category": "Lung-RADS 2"})
+    assert (f.label, f.type, f.lobe, f.centre_mm) == ("nodule", "ground_glass", "RUL", (1.0, 2.0, 3.0))
+    c = Finding.from_json({"label": "coronary calcium", "artery": "LAD", "volume_mm3": 12.0})
+    assert (c.label, c.vessel) == ("coronary_calcium", "LAD")

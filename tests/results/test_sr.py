@@ -165,3 +165,21 @@ def test_finding_on_an_image_not_given_is_an_error(cr):
     f = Finding("pneumothorax", 0.9, box=(1, 1, 5, 5), image=other)
     with pytest.raises(SourceImageError, match="not among"):
         build_measurement_report([f], [cr], model=ModelInfo("m", "1"))
+
+
+def test_ct_mask_only_finding_gets_traced_slice_regions(ct_series, tmp_path):
+    mask = np.zeros((3, 64, 64), dtype=bool)
+    mask[0, 30:34, 30:34] = True
+    mask[1, 28:36, 29:37] = True  # the third plane stays empty: no region on that slice
+    refs = tuple(ImageRef.from_dataset(ds) for ds in ct_series[2:5])
+    f = Finding("nodule", 0.8, long_axis_mm=8.0, mask=mask, mask_images=refs)
+    back = roundtrip(build_measurement_report([f], ct_series, model=ModelInfo("ct-nodule", "0.3.0")),
+                     tmp_path / "sr.dcm")
+    (got,) = read_findings(back)
+    assert [s.image.sop_instance_uid for s in got.slices] == [r.sop_instance_uid for r in refs[:2]]
+    xs = [x for x, _ in got.slices[1].contour]
+    ys = [y for _, y in got.slices[1].contour]
+    # the traced outline runs along the mask border (pixel centres ±0.5)
+    assert min(xs) == pytest.approx(28.5, abs=0.6) and max(xs) == pytest.approx(36.5, abs=0.6)
+    assert min(ys) == pytest.approx(27.5, abs=0.6) and max(ys) == pytest.approx(35.5, abs=0.6)
+    assert_valid(tmp_path / "sr.dcm")
