@@ -98,6 +98,17 @@ def _is_dicom_file(path: Path) -> bool:
     return path.suffix.lower() in (".dcm", ".dicom")
 
 
+def _dicom_without_preamble(path: Path) -> Any:
+    """A DICOM data set written without the 128-byte preamble (PS3.10 7.1), or None."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, force=True)
+    except Exception:
+        return None
+    return ds if "PixelData" in ds and "Rows" in ds else None
+
+
 def _from_image_file(path: Path) -> Radiograph:
     from PIL import Image, UnidentifiedImageError
 
@@ -115,6 +126,9 @@ def _from_image_file(path: Path) -> Radiograph:
                 pixels = np.asarray(im, dtype=np.float32) / 255.0
                 voi = "8-bit / 255"
     except (UnidentifiedImageError, OSError) as e:
+        ds = _dicom_without_preamble(path)
+        if ds is not None:
+            return _from_dataset(ds, path=str(path))
         raise UnsupportedInputError(f"{path.name}: not a readable DICOM, PNG or JPEG image ({e})") from e
     return Radiograph(pixels=np.ascontiguousarray(pixels, dtype=np.float32), source="image",
                       photometric="MONOCHROME2", voi=voi, path=str(path))
@@ -193,8 +207,6 @@ def _first(value: Any) -> float:
 
 
 def _from_dataset(ds: Any, path: str) -> Radiograph:
-    from pydicom.pixels import apply_modality_lut, apply_voi
-
     name = Path(path).name if path else "dataset"
     if "PixelData" not in ds:
         raise UnsupportedInputError(f"{name}: DICOM object has no pixel data (not an image)")
@@ -215,44 +227,18 @@ def _from_dataset(ds: Any, path: str) -> Radiograph:
     if stored.ndim != 2:
         raise UnsupportedInputError(f"{name}: expected a 2-D image, got pixel array shape {stored.shape}")
 
-    # Modality LUT (PS3.3 C.11.1): rescale slope/intercept or Modality LUT Sequence
-    has_modality = "ModalityLUTSequence" in ds or "RescaleSlope" in ds or "RescaleIntercept" in ds
-    if has_modality:
-        values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
+    # Integer data: run the grayscale pipeline once per possible stored value and apply it as
+    # one lookup table (what a display does; one pass over the image instead of several).
+    lo, hi = (int(stored.min()), int(stored.max())) if stored.size else (0, 0)
+    if stored.dtype.kind in "iu" and hi - lo < (1 << 17):
+        base = min(lo, 0)
+        domain = np.arange(base, hi + 1, dtype=np.int64)
+        present_range = (lo - base, hi - base + 1)  # the stored values that can occur in this image
+        lut, window, voi = _grayscale(domain, ds, photometric, present_range)
+        index = stored if base == 0 else stored.astype(np.int64) - base
+        pixels = np.take(lut, index)
     else:
-        values = stored.astype(np.float32)
-
-    # VOI LUT (PS3.3 C.11.2): LUT sequence first, else the first window, else min-max
-    window: tuple[float, float] | None = None
-    if ds.get("VOILUTSequence"):
-        item = ds.VOILUTSequence[0]
-        bits = int(item.LUTDescriptor[2])
-        # LUT inputs are integers (PS3.3 C.11.2.1.1): the stored values, or the rounded modality output
-        lut_in = np.rint(values).astype(np.int64) if has_modality else stored
-        out = np.asarray(apply_voi(lut_in, ds, index=0), dtype=np.float32)
-        top = float(2 ** bits - 1)
-        pixels = np.clip(out / top, 0.0, 1.0)
-        voi = f"VOI LUT Sequence ({item.get('LUTExplanation', '') or 'item 1'})"
-    elif "WindowCenter" in ds and "WindowWidth" in ds:
-        center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
-        function = _text(ds, "VOILUTFunction") or "LINEAR"
-        pixels = window_to_unit(values, center, width, function)
-        window = (center, width)
-        voi = f"window {center:g}/{width:g} {function}"
-    elif int(ds.get("BitsStored", 16)) <= 8 and stored.dtype.kind == "u" and not has_modality:
-        # an 8-bit image is already a display image: same scaling as an 8-bit PNG
-        pixels = values * np.float32(1.0 / (2 ** int(ds.get("BitsStored", 8)) - 1))
-        voi = "8-bit / 255 (no VOI in the header)"
-    else:
-        lo, hi = float(values.min()), float(values.max())
-        pixels = (values - lo) * np.float32(1.0 / (hi - lo)) if hi > lo else np.zeros_like(values)
-        voi = "min-max (no VOI in the header)"
-
-    # polarity: MONOCHROME1 shows its minimum as white (PS3.3 C.7.6.3.1.2)
-    invert = photometric == "MONOCHROME1" or (
-        photometric == "MONOCHROME2" and _text(ds, "PresentationLUTShape").upper() == "INVERSE")
-    if invert:
-        pixels = np.float32(1.0) - pixels
+        pixels, window, voi = _grayscale(stored, ds, photometric, None)
 
     spacing, spacing_source = pixel_spacing(ds)
     laterality = _text(ds, "ImageLaterality") or _text(ds, "Laterality")
@@ -273,6 +259,58 @@ def _from_dataset(ds: Any, path: str) -> Radiograph:
         path=path,
         extra={"view_code": _view_code_meaning(ds)},
     )
+
+
+def _grayscale(stored: np.ndarray, ds: Any, photometric: str,
+               present: tuple[int, int] | None) -> tuple[np.ndarray, tuple[float, float] | None, str]:
+    """Modality LUT -> VOI LUT -> polarity on ``stored`` values (PS3.4 N.2.1), output in [0, 1].
+
+    ``present`` (start, stop) restricts the min-max fallback to the entries of ``stored``
+    that may occur in the image (when ``stored`` is a lookup-table domain).
+    """
+    from pydicom.pixels import apply_modality_lut, apply_voi
+
+    # Modality LUT (PS3.3 C.11.1): rescale slope/intercept or Modality LUT Sequence
+    has_modality = "ModalityLUTSequence" in ds or "RescaleSlope" in ds or "RescaleIntercept" in ds
+    if has_modality:
+        values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
+    else:
+        values = stored.astype(np.float32)
+
+    # VOI LUT (PS3.3 C.11.2): LUT sequence first, else the first window, else min-max
+    window: tuple[float, float] | None = None
+    if ds.get("VOILUTSequence"):
+        item = ds.VOILUTSequence[0]
+        bits = int(item.LUTDescriptor[2])
+        # LUT inputs are integers (PS3.3 C.11.2.1.1): the stored values, or the rounded modality output
+        lut_in = np.rint(values).astype(np.int64) if has_modality else stored
+        out = np.asarray(apply_voi(lut_in, ds, index=0), dtype=np.float32)
+        pixels = np.clip(out / float(2 ** bits - 1), 0.0, 1.0)
+        voi = f"VOI LUT Sequence ({item.get('LUTExplanation', '') or 'item 1'})"
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+        function = _text(ds, "VOILUTFunction") or "LINEAR"
+        pixels = window_to_unit(values, center, width, function)
+        window = (center, width)
+        voi = f"window {center:g}/{width:g} {function}"
+    elif int(ds.get("BitsStored", 16)) <= 8 and stored.dtype.kind in "iu" and not has_modality \
+            and int(ds.get("PixelRepresentation", 0)) == 0:
+        # an 8-bit image is already a display image: same scaling as an 8-bit PNG
+        pixels = values * np.float32(1.0 / (2 ** int(ds.get("BitsStored", 8)) - 1))
+        voi = "8-bit / 255 (no VOI in the header)"
+    else:
+        seen = values[present[0]:present[1]] if present is not None else values
+        v_lo, v_hi = float(seen.min()), float(seen.max())
+        pixels = (values - v_lo) * np.float32(1.0 / (v_hi - v_lo)) if v_hi > v_lo else np.zeros_like(values)
+        pixels = np.clip(pixels, 0.0, 1.0)
+        voi = "min-max (no VOI in the header)"
+
+    # polarity: MONOCHROME1 shows its minimum as white (PS3.3 C.7.6.3.1.2)
+    invert = photometric == "MONOCHROME1" or (
+        photometric == "MONOCHROME2" and _text(ds, "PresentationLUTShape").upper() == "INVERSE")
+    if invert:
+        pixels = np.float32(1.0) - pixels
+    return np.asarray(pixels, dtype=np.float32), window, voi
 
 
 def _view_code_meaning(ds: Any) -> str:

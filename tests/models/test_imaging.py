@@ -187,3 +187,25 @@ def test_asymmetric_dicom_through_letterbox_keeps_orientation(tmp_path):
     ys, xs = np.nonzero(out > 0.5)
     box = lb.box_to_source([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
     np.testing.assert_allclose(box, [10, 20, 90, 80], atol=1 / lb.scale)
+
+
+def test_signed_rescaled_data_min_max_matches_direct_formula():
+    """The lookup-table path equals the element-wise pipeline (signed data, rescale, no VOI)."""
+    rng = np.random.default_rng(3)
+    stored = rng.integers(-1500, 2500, size=(50, 70)).astype(np.int16)
+    ds = make_radiograph_ds(np.zeros((50, 70)), bits_stored=16, RescaleSlope=0.5, RescaleIntercept=100)
+    ds.PixelRepresentation = 1
+    ds.PixelData = stored.tobytes()
+    r = load_radiograph(ds)
+    v = stored.astype(np.float64) * 0.5 + 100
+    np.testing.assert_allclose(r.pixels, (v - v.min()) / (v.max() - v.min()), atol=1e-6)
+    assert r.voi.startswith("min-max")
+
+
+def test_dicom_without_preamble(tmp_path):
+    ds = make_radiograph_ds(ramp(), WindowCenter=2048, WindowWidth=1024)
+    ref = load_radiograph(ds).pixels
+    path = tmp_path / "no_preamble.bin"
+    ds.save_as(path, enforce_file_format=False, implicit_vr=False, little_endian=True)
+    assert path.read_bytes()[128:132] != b"DICM"
+    np.testing.assert_array_equal(load_radiograph(path).pixels, ref)
