@@ -193,6 +193,17 @@ def test_viewer_tools_on_ct(qtbot, window):
     pos = s.series.positions
     assert pos == sorted(pos)
     assert s.series.edge_labels == {"right": "L", "left": "R", "bottom": "P", "top": "A"}
+    # selecting the finding scrolls to its slice and centres it
+    nod = s.review.items[0]
+    assert nod.label == "nodule" and nod.sop_uid
+    s.set_slice(0)
+    win.select_finding(nod.id)
+    assert s.slice_index == s.series.index_of(nod.sop_uid) and s.slice_index != 0
+    cx, cy = nod.centre()
+    assert s.transform.image_to_view(cx, cy) == pytest.approx((win.viewer.width() / 2, win.viewer.height() / 2))
+    assert nod in s.visible_items()
+    s.scroll(1)
+    assert nod not in s.visible_items()  # drawn on its own slice only
     start = s.slice_index
     win.viewer.setFocus()
     qtbot.keyClick(win.viewer, Qt.Key.Key_Down)

@@ -97,3 +97,11 @@ def test_negation_scope_english_lists_and_but():
 def test_bilateral_finding_accepts_either_side():
     f = [Finding("pleural_effusion", "bilateral", "accepted", None, "#1")]
     assert checks("Right pleural effusion.", f) == []
+
+
+def test_ct_labels_and_aliases():
+    f = [Finding("nodule", "left", "accepted", 19.0, "#1")]
+    assert checks("Solid nodule in the left lower lobe, 19 x 16 mm.", f) == []
+    assert checks("Solid nodule in the right lower lobe, 19 mm.", f) == ["laterality"]
+    assert checks("좌하엽에 30 mm 결절.", f) == ["size"]
+    assert checks("Hepatic lesion in segment 4. Left lower lobe nodule 19 mm.", f) == ["absent_mentioned"]

@@ -110,6 +110,13 @@ def build(root: Path | str, *, chest: Dataset | None = None, with_ct: bool = Tru
                 s.AccessionNumber = "ACC-CT-01"
                 _store(store, s)
             out.ct_uid = str(series[0].StudyInstanceUID)
+            target = series[len(series) // 3]
+            ref = ImageRef.from_dataset(target)
+            c = [(300 + 14 * np.cos(a), 210 + 12 * np.sin(a)) for a in np.linspace(0, 2 * np.pi, 24, endpoint=False)]
+            put_result(store, target, [Finding("nodule", 0.83, box=(286, 198, 314, 222), contour=tuple(c),
+                                               laterality="left", image=ref, long_axis_mm=19.0, short_axis_mm=16.0,
+                                               type="solid", lobe="LLL", tracking_uid="2.25.2001")],
+                       study_type="ct_nodule")
         return out
     finally:
         store.close()

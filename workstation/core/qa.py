@@ -32,7 +32,17 @@ TERMS: dict[str, tuple[str, ...]] = {
                              r"\breticular (?:opacit(?:y|ies)|pattern)\b", r"간질성?\s*(?:음영|변화|병변)", r"망상\s*음영"),
     "pleural_effusion": (r"\b(?:pleural )?effusions?\b", r"흉수", r"흉막\s*삼출", r"늑막\s*삼출"),
     "pneumothorax": (r"\bpneumothora(?:x|ces)\b", r"기흉"),
+    "liver_lesion": (r"\b(?:liver|hepatic) (?:lesions?|masse?s?|nodules?)\b", r"간\s*(?:병변|종괴|결절)"),
+    "coronary_calcium": (r"\bcoronary (?:artery )?calci(?:um|fications?)\b", r"관상동맥\s*석회"),
 }
+
+#: Finding labels of other models that mean the same reported finding.
+ALIASES: dict[str, str] = {"nodule": "nodule_mass", "mass": "nodule_mass"}
+
+
+def canonical(label: str) -> str:
+    """The QA vocabulary label for a finding label (CT ``nodule`` → ``nodule_mass``)."""
+    return ALIASES.get(label, label)
 
 HUMAN: dict[str, str] = {
     "nodule_mass": "nodule/mass",
@@ -40,6 +50,8 @@ HUMAN: dict[str, str] = {
     "interstitial_opacity": "interstitial opacity",
     "pleural_effusion": "pleural effusion",
     "pneumothorax": "pneumothorax",
+    "liver_lesion": "liver lesion",
+    "coronary_calcium": "coronary calcium",
 }
 
 _SIDE_PATTERNS: tuple[tuple[str, str], ...] = (
@@ -233,7 +245,7 @@ def _accepted(findings: Iterable[QAFinding]) -> list[QAFinding]:
 
 def _describe(f: QAFinding) -> str:
     side = f"{f.laterality} " if f.laterality else ""
-    return f"{f.ref + ' ' if f.ref else ''}({side}{HUMAN.get(f.label, f.label)})"
+    return f"{f.ref + ' ' if f.ref else ''}({side}{HUMAN.get(canonical(f.label), f.label)})"
 
 
 def _positive(text: str) -> list[Mention]:
@@ -247,7 +259,7 @@ def check_laterality(text: str, findings: Sequence[QAFinding]) -> list[QAMessage
     for m in _positive(text):
         if m.side is None:
             continue
-        same = [f for f in acc if f.label == m.label and f.laterality]
+        same = [f for f in acc if canonical(f.label) == m.label and f.laterality]
         if not same:
             continue
         sides = {f.laterality for f in same}
@@ -267,18 +279,18 @@ def check_unmentioned(text: str, findings: Sequence[QAFinding]) -> list[QAMessag
     labels = {m.label for m in _positive(text)}
     return [QAMessage("unmentioned", f"accepted finding {_describe(f)} is not mentioned in the report",
                       finding=f.ref)
-            for f in _accepted(findings) if f.label not in labels]
+            for f in _accepted(findings) if canonical(f.label) not in labels]
 
 
 def check_absent_mentioned(text: str, findings: Sequence[QAFinding]) -> list[QAMessage]:
     """The text asserts a finding that was rejected or never found (nor added by hand)."""
     out: list[QAMessage] = []
-    acc_labels = {f.label for f in _accepted(findings)}
+    acc_labels = {canonical(f.label) for f in _accepted(findings)}
     for m in _positive(text):
         if m.label in acc_labels:
             continue
-        rejected = [f for f in findings if f.label == m.label and f.status == "rejected"]
-        pending = [f for f in findings if f.label == m.label and f.status == "pending"]
+        rejected = [f for f in findings if canonical(f.label) == m.label and f.status == "rejected"]
+        pending = [f for f in findings if canonical(f.label) == m.label and f.status == "pending"]
         if pending:
             continue  # reported by the "unreviewed" check
         if rejected:
@@ -295,7 +307,7 @@ def check_size(text: str, findings: Sequence[QAFinding], tolerance: float = 0.20
     out: list[QAMessage] = []
     acc = _accepted(findings)
     for m in _positive(text):
-        measured = [(f, f.size_mm) for f in acc if f.label == m.label and f.size_mm]
+        measured = [(f, f.size_mm) for f in acc if canonical(f.label) == m.label and f.size_mm]
         if not measured or not m.sizes_mm:
             continue
         for stated in m.sizes_mm:

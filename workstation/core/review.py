@@ -120,7 +120,7 @@ def item_from_finding(f: dict[str, Any], number: int, spacing: tuple[float, floa
     model = model or f.get("model") or {}
     box = [float(v) for v in f["box"]] if f.get("box") else None
     contour = [[float(p[0]), float(p[1])] for p in f["contour"]] if f.get("contour") else None
-    size = f.get("size_mm")
+    size = f.get("size_mm") or f.get("long_axis_mm")
     if size is None:
         size = size_from_geometry(box, contour, spacing)
     item = ReviewItem(
