@@ -363,27 +363,29 @@ def detect_text_boxes(image: np.ndarray, min_chars: int = 3) -> list[tuple[int, 
         return []
     h, w = img.shape
     tophat = img - ndimage.grey_opening(img, size=(7, 7))
-    strokes = (tophat > 0.2 * (hi - lo)) & (img >= lo + 0.6 * (hi - lo))
+    strokes = (tophat > 0.3 * (hi - lo)) & (img >= lo + 0.6 * (hi - lo))
     labels, n = ndimage.label(strokes, structure=np.ones((3, 3), dtype=bool))
     if n == 0:
         return []
     max_h = max(6, h // 12)
     keep = np.zeros(n + 1, dtype=bool)
-    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+    objs = ndimage.find_objects(labels)
+    for i, sl in enumerate(objs, start=1):
         bh, bw = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
-        if 3 <= bh <= max_h and bw <= 2 * max_h and (labels[sl] == i).sum() >= 4:
+        if 5 <= bh <= max_h and bw <= 2 * max_h and (labels[sl] == i).sum() >= 6:
             keep[i] = True
     chars = keep[labels]
     if not chars.any():
         return []
-    gap = max(3, h // 100)
+    gap = max(4, h // 64)
     joined = ndimage.binary_dilation(chars, structure=np.ones((1, 2 * gap + 1), dtype=bool))
     lab2, _ = ndimage.label(joined)
     boxes: list[tuple[int, int, int, int]] = []
     for j, sl in enumerate(ndimage.find_objects(lab2), start=1):
-        count = len(np.unique(labels[sl][chars[sl] & (lab2[sl] == j)]))
+        members = np.unique(labels[sl][chars[sl] & (lab2[sl] == j)])
+        heights = np.array([objs[k - 1][0].stop - objs[k - 1][0].start for k in members])
         bh, bw = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
-        if count >= min_chars and bw >= 2 * bh:
+        if len(members) >= min_chars and bw >= 2 * bh and heights.std() <= 0.35 * heights.mean():
             m = 2
             boxes.append((max(0, sl[0].start - m), max(0, sl[1].start - m), min(h, sl[0].stop + m), min(w, sl[1].stop + m)))
     return boxes

@@ -1,0 +1,1 @@
+"""Promotion gate, rollback and shadow-mode agreement for the model registry."""
