@@ -52,6 +52,7 @@ def handle_requested(event: Any, peers: PeerRegistry, audit: Audit, require_regi
     audit.record("association.rejected", actor=calling, address=address, reason="calling AE title not recognized")
     logger.warning("association from %s (%s) rejected: calling AE title not registered", calling, address)
     event.assoc.acse.send_reject(0x01, 0x01, 0x03)
+    event.assoc.kill()  # as pynetdicom's own rejection: waits until the A-ASSOCIATE-RJ is sent
 
 
 def handle_echo(event: Any) -> int:
