@@ -12,7 +12,6 @@ from typing import Sequence
 
 import numpy as np
 from pydicom.dataset import Dataset
-from skimage.draw import polygon as _polygon
 from skimage.measure import approximate_polygon, find_contours
 
 from .findings import Finding, ResultError, SliceRegion
@@ -79,11 +78,32 @@ def copy_series_anatomy(ds: Dataset, source: Dataset) -> Dataset:
 
 
 def rasterise(contour: Sequence[Sequence[float]], shape: tuple[int, int]) -> np.ndarray:
-    """Filled polygon mask of pixel-centre (x, y) points on an image of ``shape`` (rows, cols)."""
-    pts = np.asarray(contour, dtype=np.float64).reshape(-1, 2)
-    rr, cc = _polygon(pts[:, 1], pts[:, 0], shape=shape)
+    """Filled polygon mask of pixel-centre (x, y) points on an image of ``shape`` (rows, cols).
+
+    Scan-line fill with the even-odd rule: pixel ``(r, c)`` is inside when its
+    centre lies inside the polygon (half-open in y, closed in x), so the cost
+    grows with the polygon's height, not the image size.
+    """
     mask = np.zeros(shape, dtype=bool)
-    mask[rr, cc] = True
+    pts = np.asarray(contour, dtype=np.float64).reshape(-1, 2)
+    if len(pts) < 3:
+        return mask
+    x, y = pts[:, 0], pts[:, 1]
+    x2, y2 = np.roll(x, -1), np.roll(y, -1)
+    r0, r1 = max(0, int(np.ceil(y.min()))), min(shape[0] - 1, int(np.floor(y.max())))
+    if r1 < r0:
+        return mask
+    ry = np.arange(r0, r1 + 1, dtype=np.float64)[:, None]
+    cross = ((y <= ry) & (ry < y2)) | ((y2 <= ry) & (ry < y))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xs = x + (ry - y) * (x2 - x) / (y2 - y)
+    xs = np.sort(np.where(cross, xs, np.inf), axis=1)
+    for i, row in enumerate(xs):
+        row = row[np.isfinite(row)]
+        for a, b in zip(row[0::2], row[1::2]):
+            c0, c1 = max(0, int(np.ceil(a))), min(shape[1] - 1, int(np.floor(b)))
+            if c1 >= c0:
+                mask[r0 + i, c0:c1 + 1] = True
     return mask
 
 

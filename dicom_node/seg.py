@@ -86,13 +86,14 @@ def build_segmentation(
     if not groups:
         raise ResultError("no finding with a mask, contour or box: nothing to segment")
 
-    dtype = np.float32 if fractional else bool
-    pixels = np.zeros((len(images), shape[0], shape[1], len(groups)), dtype=dtype)
+    planes_shape = (len(images), shape[0], shape[1])
+    segments: list[np.ndarray] = []
     descriptions = []
     algorithm = hd.AlgorithmIdentificationSequence(
         name=model.name, family=codes.AI_FAMILY, version=model.version, source=MANUFACTURER
     )
     for s, (label, group) in enumerate(groups.items()):
+        seg_pixels = np.zeros(planes_shape, dtype=np.float32 if fractional else bool)
         for f in group:
             for uid, plane in _planes(f, shape, sources).items():
                 if uid not in index:
@@ -101,9 +102,10 @@ def build_segmentation(
                 if fractional:
                     if plane.min() < 0 or plane.max() > 1:
                         raise ResultError(f"{label}: fractional mask values must lie in [0, 1]")
-                    pixels[index[uid], :, :, s] = np.maximum(pixels[index[uid], :, :, s], plane)
+                    np.maximum(seg_pixels[index[uid]], plane, out=seg_pixels[index[uid]])
                 else:
-                    pixels[index[uid], :, :, s] |= plane
+                    seg_pixels[index[uid]] |= plane
+        segments.append(seg_pixels)
         anatomy = _ANATOMY.get(label, codes.LUNG)
         descriptions.append(
             hd.seg.SegmentDescription(
@@ -120,7 +122,7 @@ def build_segmentation(
         )
     seg = hd.seg.Segmentation(
         source_images=images,
-        pixel_array=pixels,
+        pixel_array=_pixel_array(segments, fractional),
         segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL if fractional else hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
         series_instance_uid=series_instance_uid or generate_uid(),
@@ -155,6 +157,21 @@ def _projection_image_fixups(seg: Dataset, source: Dataset) -> None:
     shared = seg.SharedFunctionalGroupsSequence[0]
     if "PixelMeasuresSequence" in shared and "SliceThickness" not in shared.PixelMeasuresSequence[0]:
         del shared.PixelMeasuresSequence
+
+
+def _pixel_array(segments: list[np.ndarray], fractional: bool) -> np.ndarray:
+    """highdicom input: a label map (frames, rows, cols) when binary segments do not
+    overlap (highdicom then checks only the maximum), else segments stacked last."""
+    if not fractional:
+        count = np.zeros(segments[0].shape, dtype=np.uint8)
+        for m in segments:
+            count += m
+        if count.max() <= 1:
+            labels = np.zeros(segments[0].shape, dtype=np.uint8 if len(segments) < 256 else np.uint16)
+            for number, m in enumerate(segments, start=1):
+                labels[m] = number
+            return labels
+    return np.stack(segments, axis=-1)
 
 
 def _planes(f: Finding, shape: tuple[int, int], sources: dict[str, Dataset]) -> dict[str, np.ndarray]:

@@ -105,3 +105,33 @@ def test_nothing_to_segment_and_bad_masks(cr):
         build_segmentation([wrong], [cr], model=ModelInfo("m", "1"))
     with pytest.raises(ResultError, match="no code"):
         build_segmentation([Finding("unicorn", 0.9, box=(1, 1, 4, 4))], [cr], model=ModelInfo("m", "1"))
+
+
+def test_overlapping_types_keep_both_masks(cr, tmp_path):
+    a = Finding("consolidation", 0.8, box=(10, 10, 60, 60))
+    b = Finding("pleural_effusion", 0.7, box=(40, 40, 100, 90))  # overlaps a
+    back = roundtrip(build_segmentation([a, b], [cr], model=ModelInfo("m", "1")), tmp_path / "seg.dcm")
+    assert back.SegmentsOverlap == "YES"
+    masks = read_segments(back)
+    shape = (int(cr.Rows), int(cr.Columns))
+    assert np.array_equal(masks["consolidation"][0].astype(bool), rasterise(a.region_contour, shape))
+    assert np.array_equal(masks["pleural_effusion"][0].astype(bool), rasterise(b.region_contour, shape))
+    assert_valid(tmp_path / "seg.dcm")
+
+
+def test_rasterise_matches_pixel_centre_rule():
+    box = rasterise(((10, 20), (30, 20), (30, 40), (10, 40)), (64, 64))
+    rows, cols = np.nonzero(box)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (20, 39, 10, 30)
+    # a triangle: every filled pixel centre is inside, every empty one outside (away from the edges)
+    tri = np.array([(5.3, 3.1), (50.2, 20.7), (12.9, 55.5)])
+    m = rasterise(tri, (64, 64))
+    yy, xx = np.mgrid[0:64, 0:64]
+
+    def side(p, q):
+        return (q[0] - p[0]) * (yy - p[1]) - (q[1] - p[1]) * (xx - p[0])
+
+    s = np.stack([side(tri[0], tri[1]), side(tri[1], tri[2]), side(tri[2], tri[0])])
+    inside = (s > 1e-9).all(0) | (s < -1e-9).all(0)
+    assert np.array_equal(m, inside)
+    assert rasterise(((1, 1), (5, 1)), (8, 8)).sum() == 0  # degenerate
