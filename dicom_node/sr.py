@@ -262,6 +262,8 @@ def build_measurement_report(
         previous_versions=list(predecessors) or None,
         institution_name=institution_name,
         series_description=series_description,
+        # UTF-8 whatever the source used: observer names may be Korean (PS3.5 6.1.2.5.3)
+        specific_character_set="ISO_IR 192",
     )
     if verification is not None and verification.when is not None:
         sr.VerifyingObserverSequence[0].VerificationDateTime = DT(verification.when)

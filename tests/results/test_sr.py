@@ -183,3 +183,17 @@ def test_ct_mask_only_finding_gets_traced_slice_regions(ct_series, tmp_path):
     assert min(xs) == pytest.approx(28.5, abs=0.6) and max(xs) == pytest.approx(36.5, abs=0.6)
     assert min(ys) == pytest.approx(27.5, abs=0.6) and max(ys) == pytest.approx(35.5, abs=0.6)
     assert_valid(tmp_path / "sr.dcm")
+
+
+@pytest.mark.shared_data
+def test_korean_observer_on_latin1_source(real_cr, tmp_path):
+    assert real_cr.SpecificCharacterSet == "ISO_IR 100"
+    draft = roundtrip(build_measurement_report(cxr_result(real_cr), [real_cr]), tmp_path / "draft.dcm")
+    signed = build_signed_report(read_findings(draft), [real_cr], Verification("김^민지", "서울대학교병원"), draft)
+    back = roundtrip(signed, tmp_path / "signed.dcm")
+    assert back.SpecificCharacterSet == "ISO_IR 192"
+    assert str(back.VerifyingObserverSequence[0].VerifyingObserverName) == "김^민지"
+    assert back.VerifyingObserverSequence[0].VerifyingOrganization == "서울대학교병원"
+    assert back.PatientID == real_cr.PatientID
+    assert "서울대학교병원" in dsr2xml(tmp_path / "signed.dcm")
+    assert_valid(tmp_path / "signed.dcm")
