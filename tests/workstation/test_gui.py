@@ -46,6 +46,16 @@ def window(qtbot, demo_root):
     store.close()
 
 
+def move(widget, pos, buttons=Qt.MouseButton.NoButton):
+    """A mouse-move event delivered to ``widget`` at ``pos`` (QTest's move is unreliable offscreen)."""
+    from PySide6.QtCore import QCoreApplication, QEvent, QPointF
+    from PySide6.QtGui import QMouseEvent
+    p = QPointF(pos)
+    ev = QMouseEvent(QEvent.Type.MouseMove, p, widget.mapToGlobal(p), Qt.MouseButton.NoButton, buttons,
+                     Qt.KeyboardModifier.NoModifier)
+    QCoreApplication.sendEvent(widget, ev)
+
+
 def open_first(qtbot, win):
     with qtbot.waitSignal(win.worklist_loaded, timeout=10000):
         win.refresh_worklist()
@@ -217,12 +227,13 @@ def test_viewer_tools_on_ct(qtbot, window):
     c = win.viewer.rect().center()
     qtbot.mousePress(win.viewer, Qt.MouseButton.LeftButton, pos=c)
     from PySide6.QtCore import QPoint
-    qtbot.mouseMove(win.viewer, c + QPoint(40, 20))
+    move(win.viewer, c + QPoint(40, 20), Qt.MouseButton.LeftButton)
+    qtbot.wait(40)  # the throttled W/L update
     qtbot.mouseRelease(win.viewer, Qt.MouseButton.LeftButton, pos=c + QPoint(40, 20))
     assert s.window != w0 and s.preset == "custom"
     # HU readout under the cursor equals the array value
     vx, vy = s.transform.image_to_view(256, 300)
-    qtbot.mouseMove(win.viewer, QPoint(int(round(vx)), int(round(vy))))
+    move(win.viewer, QPoint(int(round(vx)), int(round(vy))))
     ix, iy = s.transform.view_to_image(int(round(vx)), int(round(vy)))
     col, row = int(np.floor(ix + 0.5)), int(np.floor(iy + 0.5))
     assert win.viewer.last_readout.endswith(f"HU {s.current_values()[row, col]:.0f}")
@@ -232,7 +243,7 @@ def test_viewer_tools_on_ct(qtbot, window):
     b = s.transform.image_to_view(200, 100)
     with qtbot.waitSignal(win.viewer.measured, timeout=2000) as blocker:
         qtbot.mousePress(win.viewer, Qt.MouseButton.LeftButton, pos=QPoint(int(a[0]), int(a[1])))
-        qtbot.mouseMove(win.viewer, QPoint(int(b[0]), int(b[1])))
+        move(win.viewer, QPoint(int(b[0]), int(b[1])), Qt.MouseButton.LeftButton)
         qtbot.mouseRelease(win.viewer, Qt.MouseButton.LeftButton, pos=QPoint(int(b[0]), int(b[1])))
     p1, p2 = s.measurements[-1]
     assert blocker.args[0] == pytest.approx(abs(p2[0] - p1[0]) * s.series.spacing[1], rel=1e-6)
