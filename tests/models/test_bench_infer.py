@@ -24,7 +24,7 @@ def test_bench_infer_smoke(tmp_path):
     result = json.loads((tmp_path / "smoke.json").read_text())
     assert set(result["stats"]) == {"onnxruntime", "torch_eager"}
     for path in result["stats"].values():
-        assert set(path) == {"decode", "pre", "predict", "post", "total"}
+        assert set(path) == {"decode", "pre", "predict", "post", "total", "cpu_total"}
         assert path["total"]["median_ms"] > 0
     assert result["image"]["rows"] == 512 and result["image"]["photometric"] == "MONOCHROME1"
     assert "random-init" in result["models"]["cxr-lesions"]["weights"]
