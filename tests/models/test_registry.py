@@ -100,3 +100,24 @@ def test_missing_onnx_file(tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(ModelError, match="cannot load"):
         OrtModel(bad)
+
+
+def test_cuda_provider_preferred_when_available(monkeypatch):
+    import onnxruntime as ort
+
+    from models.session import default_providers
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert default_providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert default_providers() == ["CPUExecutionProvider"]
+
+
+def test_session_options(registry_dir):
+    import onnxruntime as ort
+
+    model = Registry([registry_dir]).session("tiny", "1.0.0", threads=2, providers=["CPUExecutionProvider"])
+    opts = model._session.get_session_options()
+    assert opts.intra_op_num_threads == 2
+    assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert model.providers == ["CPUExecutionProvider"]
