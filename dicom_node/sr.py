@@ -365,7 +365,16 @@ def _tracking_index(g: object) -> int:
 def _finding_from_group(g: object) -> Finding:
     ident = str(g.tracking_identifier or "")  # type: ignore[attr-defined]
     label = ident.rsplit("-", 1)[0] if "-" in ident else ident
-    kw: dict[str, object] = {"label": label, "tracking_uid": str(g.tracking_uid)}  # type: ignore[attr-defined]
+    ftype = g.finding_type  # type: ignore[attr-defined]
+    if label not in codes.FINDING_TYPES and ftype is not None:
+        # not written by us: the label comes from the coded finding type
+        known = codes.label_for_code(ftype)
+        label = known[0] if known else str(ftype.meaning).lower().replace(" ", "_")
+    label = label or "finding"
+    uid = g.tracking_uid  # type: ignore[attr-defined]
+    kw: dict[str, object] = {"label": label}
+    if uid:
+        kw["tracking_uid"] = str(uid)
     by_name = {
         codes.PROBABILITY: "probability", codes.LONG_AXIS: "long_axis_mm", codes.SHORT_AXIS: "short_axis_mm",
         codes.VOLUME: "volume_mm3", codes.ATTENUATION: "mean_hu", codes.CALCIUM_SCORE: "agatston",

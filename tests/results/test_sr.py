@@ -197,3 +197,21 @@ def test_korean_observer_on_latin1_source(real_cr, tmp_path):
     assert back.PatientID == real_cr.PatientID
     assert "서울대학교병원" in dsr2xml(tmp_path / "signed.dcm")
     assert_valid(tmp_path / "signed.dcm")
+
+
+def test_reads_groups_written_by_other_software(cr, tmp_path):
+    """Labels come from the coded finding type when the tracking identifier is not ours."""
+    region = hd.sr.ImageRegion(graphic_type="POLYLINE",
+                               graphic_data=np.array([[10.5, 10.5], [40.5, 10.5], [40.5, 30.5], [10.5, 10.5]]),
+                               source_image=hd.sr.SourceImageForRegion.from_source_image(cr))
+    group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=pydicom.uid.generate_uid(), identifier="Lesion A"),
+        referenced_region=region, finding_type=sr_codes.SCT.PleuralEffusion)
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(), procedure_reported=codes.PROCEDURES["cxr"],
+        imaging_measurements=[group])
+    doc = hd.sr.Comprehensive3DSR(evidence=[cr], content=report[0], series_instance_uid=pydicom.uid.generate_uid(),
+                                  series_number=1, sop_instance_uid=pydicom.uid.generate_uid(), instance_number=1)
+    (f,) = read_findings(roundtrip(doc, tmp_path / "other.dcm"))
+    assert f.label == "pleural_effusion" and f.probability is None
+    assert f.contour == ((10.0, 10.0), (40.0, 10.0), (40.0, 30.0))
