@@ -105,11 +105,15 @@ def _finding_sites(f: Finding) -> list[hd.sr.FindingSite]:
     return [hd.sr.FindingSite(codes.LUNG, laterality=lat)]
 
 
-def _measurements(f: Finding, algo: hd.sr.AlgorithmIdentification) -> list[hd.sr.Measurement]:
+def _measurements(f: Finding, algo: hd.sr.AlgorithmIdentification,
+                  centre: hd.sr.CoordinatesForMeasurement3D | None = None) -> list[hd.sr.Measurement]:
+    """TID 300 measurements of a finding; ``centre`` (SCOORD3D point) goes on the first one."""
     out: list[hd.sr.Measurement] = []
 
     def add(name: CodedConcept, value: float | None, unit: CodedConcept, **kw: object) -> None:
         if value is not None:
+            if centre is not None and not out:
+                kw["referenced_coordinates"] = [centre]
             out.append(hd.sr.Measurement(name=name, value=float(value), unit=unit, algorithm_id=algo, **kw))
 
     add(codes.PROBABILITY, f.probability, codes.UNIT_ONE)
@@ -154,6 +158,16 @@ def measurement_group(f: Finding, index: int, model: ModelInfo, sources: dict[st
     if contour:
         region = _image_region(contour, f.image, sources, what)
         return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(referenced_region=region, **common)
+    frame_of_reference = next((str(ds.FrameOfReferenceUID) for ds in sources.values()
+                               if "FrameOfReferenceUID" in ds), None)
+    if f.centre_mm is not None and frame_of_reference is not None:
+        # no outline: the finding's centre as an SCOORD3D point on its first measurement
+        centre = hd.sr.CoordinatesForMeasurement3D(
+            graphic_type=hd.sr.GraphicTypeValues3D.POINT,
+            graphic_data=np.asarray([f.centre_mm], dtype=np.float64),
+            frame_of_reference_uid=frame_of_reference,
+        )
+        common["measurements"] = _measurements(f, algo, centre)
     return hd.sr.MeasurementsAndQualitativeEvaluations(**common)
 
 
@@ -381,6 +395,9 @@ def _finding_from_group(g: object) -> Finding:
         codes.CALCIUM_VOLUME: "calcium_volume_mm3",
     }
     for m in g.get_measurements():  # type: ignore[attr-defined]
+        for coord in m.referenced_coordinates:
+            if isinstance(coord, hd.sr.CoordinatesForMeasurement3D) and coord.graphic_type == hd.sr.GraphicTypeValues3D.POINT:
+                kw["centre_mm"] = tuple(float(v) for v in np.asarray(coord.value).reshape(-1)[:3])
         for name, key in by_name.items():
             if m.name == name:
                 kw[key] = float(m.value)

@@ -134,7 +134,8 @@ def test_ct_nodule_volumetric_and_calcium_groups(ct_series, tmp_path):
         slices=tuple(SliceRegion(r, square) for r in refs[1:4]),
     )
     ggn = Finding("nodule", 0.7, long_axis_mm=12.0, type="ground_glass", lobe="LLL")  # no outline: TID 1501
-    lad = Finding("coronary_calcium", vessel="LAD", agatston=120.0, calcium_volume_mm3=95.0)
+    lad = Finding("coronary_calcium", vessel="LAD", agatston=120.0, calcium_volume_mm3=95.0,
+                  centre_mm=(12.5, -3.0, -92.5))
     rca = Finding("coronary_calcium", vessel="RCA", agatston=30.0)
     result = AnalysisResult("ct_nodule", ModelInfo("ct-nodule", "0.3.0"), (nodule, ggn, lad, rca))
     back = roundtrip(build_measurement_report(result, ct_series), tmp_path / "ct_sr.dcm")
@@ -152,6 +153,7 @@ def test_ct_nodule_volumetric_and_calcium_groups(ct_series, tmp_path):
     assert [s.image.sop_instance_uid for s in g.slices] == [ds.SOPInstanceUID for ds in ct_series[1:4]]
     assert (got[1].type, got[1].lobe, got[1].long_axis_mm) == ("ground_glass", "LLL", 12.0)
     assert (got[2].vessel, got[2].agatston, got[2].calcium_volume_mm3) == ("LAD", 120.0, 95.0)
+    assert got[2].centre_mm == (12.5, -3.0, -92.5)  # SCOORD3D point in the series' frame of reference
     assert (got[3].vessel, got[3].agatston) == ("RCA", 30.0)
     (score,) = [m for m in parsed.content.get_image_measurement_groups()[1].get_measurements()
                 if m.name == codes.CALCIUM_SCORE]
