@@ -173,7 +173,8 @@ class Node:
             server = self.server
             server.shutdown()
             deadline = time.monotonic() + grace_s
-            while server.active_associations and time.monotonic() < deadline:
+            # let established associations finish; half-open connections are aborted below
+            while any(a.is_established for a in server.active_associations) and time.monotonic() < deadline:
                 time.sleep(0.05)
             self.ae.shutdown()
             self.server = None
