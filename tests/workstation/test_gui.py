@@ -81,6 +81,12 @@ def test_read_correct_and_sign_chest_study(qtbot, window):
     by_label = {it.label: it for it in s.review.items}
     assert set(by_label) == {"pleural_effusion", "pneumothorax", "nodule_mass", "consolidation"}
     assert by_label["nodule_mass"].heatmap_key and by_label["consolidation"].seg_key
+    # the study's DICOM SEG (pleural effusion segment) is the effusion's SEG overlay, on the source image
+    eff_seg = s.seg_masks[by_label["pleural_effusion"].seg_key]
+    assert eff_seg.shape == s.series.shape and eff_seg.any()
+    x1, y1, x2, y2 = by_label["pleural_effusion"].box
+    ys, xs = np.nonzero(eff_seg)
+    assert x1 - 2 <= xs.min() and xs.max() <= x2 + 2 and y1 - 2 <= ys.min() and ys.max() <= y2 + 2
 
     # toggle the nodule's heat-map overlay off from the findings panel: the rendering changes
     nod = by_label["nodule_mass"]
@@ -181,6 +187,27 @@ def test_review_state_survives_reopen(qtbot, window):
     win.select_finding(first.id)
     win.decide("reject")
     s.add_finding("pneumothorax", [100.0, 100.0, 200.0, 220.0])
+    # edit a finding's box by drawing (E), then its outline by clicking points (L, Enter closes)
+    from PySide6.QtCore import QPoint
+    second = s.review.items[1]
+    win.select_finding(second.id)
+    win.viewer.setFocus()
+    qtbot.keyClick(win.viewer, Qt.Key.Key_E)
+    t = s.transform
+    a = QPoint(*[int(v) for v in t.image_to_view(400, 300)])
+    b = QPoint(*[int(v) for v in t.image_to_view(480, 420)])
+    qtbot.mousePress(win.viewer, Qt.MouseButton.LeftButton, pos=a)
+    move(win.viewer, b, Qt.MouseButton.LeftButton)
+    qtbot.mouseRelease(win.viewer, Qt.MouseButton.LeftButton, pos=b)
+    assert second.status == "accepted" and second.box == pytest.approx([400, 300, 480, 420], abs=1.5)
+    assert win.viewer.mode == "wl"
+    qtbot.keyClick(win.viewer, Qt.Key.Key_L)
+    assert win.viewer.mode == "outline"
+    for x, y in ((410, 310), (470, 310), (440, 400)):
+        qtbot.mouseClick(win.viewer, Qt.MouseButton.LeftButton, pos=QPoint(*[int(v) for v in t.image_to_view(x, y)]))
+    qtbot.keyClick(win.viewer, Qt.Key.Key_Return)
+    assert len(second.contour) == 3 and second.box == pytest.approx([410, 310, 470, 400], abs=1.5)
+    assert [e["finding"] for e in store.audit.events("finding.edit")][:2] == [second.id, second.id]
     win.report.editor.setPlainText("edited draft text")
     win.save_draft()
     with qtbot.waitSignal(win.study_opened, timeout=20000):
@@ -188,6 +215,7 @@ def test_review_state_survives_reopen(qtbot, window):
     s2 = win.session
     assert s2 is not s
     assert s2.review.get(first.id).status == "rejected"
+    assert len(s2.review.get(second.id).contour) == 3
     manual = [it for it in s2.review.items if it.source == "manual"]
     assert len(manual) == 1 and manual[0].label == "pneumothorax" and manual[0].box == [100.0, 100.0, 200.0, 220.0]
     assert manual[0].laterality == "right"  # image left of a PA chest is the patient's right

@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset
 from dicom_node import samples
 from dicom_node.findings import AnalysisResult, Finding, ImageRef, ModelInfo
 from dicom_node.report import draft_report
+from dicom_node.seg import build_segmentation
 
 from workstation.core.store import ReadingStore
 
@@ -92,6 +93,8 @@ def build(root: Path | str, *, chest: Dataset | None = None, with_ct: bool = Tru
             ds.AccessionNumber = "ACC0001"
         _store(store, ds)
         out.chest_uid = put_result(store, ds, chest_findings(ds))
+        seg_findings = [f for f in chest_findings(ds) if f.label == "pleural_effusion"]
+        _store(store, build_segmentation(seg_findings, [ds], model=DEMO_MODEL))
         out.chest_sop = str(ds.SOPInstanceUID)
         for i in range(extra_routine):
             d2 = samples.dx_chest(size=512, seed=10 + i, patient_id=f"DEMO-01{i:02d}")

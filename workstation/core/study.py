@@ -178,3 +178,37 @@ def load_study_files(paths: Iterable[Path | str], study_uid: str = "") -> Loaded
     # projections first (the reading image), then cross-sections by size
     series.sort(key=lambda s: (s.modality == "CT", s.series_uid))
     return LoadedStudy(study_uid, series, other, pid, pname)
+
+
+def read_seg_overlays(path: Path | str) -> dict[str, dict[str, np.ndarray]]:
+    """Masks of a DICOM SEG (PS3.3 A.51): segment (finding label) → source SOP Instance UID → 2-D mask.
+
+    Labels are the segments' Tracking ID, else their label with spaces as underscores
+    (as :mod:`dicom_node.seg` writes them).  Fractional segments come back as floats.
+    """
+    import highdicom as hd  # noqa: PLC0415 - only needed when a study has a SEG
+
+    doc = hd.seg.Segmentation.from_dataset(pydicom.dcmread(path), copy=False)
+    uids = [uid for _, _, uid in doc.get_source_image_uids()]
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for number in doc.segment_numbers:
+        desc = doc.get_segment_description(number)
+        label = str(desc.get("TrackingID") or str(desc.SegmentLabel).replace(" ", "_"))
+        arr = doc.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[number],
+                                                combine_segments=False, rescale_fractional=True,
+                                                skip_overlap_checks=True)
+        out[label] = {uid: arr[i, ..., 0] for i, uid in enumerate(uids)}
+    return out
+
+
+def seg_stack(planes: dict[str, np.ndarray], series: DisplaySeries) -> np.ndarray | None:
+    """Per-source-image masks aligned to a series' frames (``(n, rows, cols)``); None if none match."""
+    stack: np.ndarray | None = None
+    for uid, m in planes.items():
+        i = series.index_of(uid)
+        if i is None or m.shape != series.shape:
+            continue
+        if stack is None:
+            stack = np.zeros((series.n, *series.shape), dtype=m.dtype)
+        stack[i] = m
+    return stack

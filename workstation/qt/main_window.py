@@ -27,7 +27,7 @@ from workstation.core import display, qa
 from workstation.core.session import ReadingSession
 from workstation.core.signing import SignResult, SigningError, addendum, sign
 from workstation.core.store import ReadingStore
-from workstation.core.study import load_study_files
+from workstation.core.study import load_study_files, read_seg_overlays, seg_stack
 from workstation.core.users import UserStore
 from workstation.qt.panels import FindingsPanel, HelpPanel, ReportPanel, SignDialog, WorklistPanel
 from workstation.qt.viewer import ImageViewer
@@ -53,9 +53,34 @@ def load_for_reading(store: ReadingStore, study_uid: str, progress=lambda p, t="
             if hit is not None:
                 it.frame = hit[1]
     state.spacing = loaded.series[0].spacing
+    progress(85, "reading SEG overlays")
+    attach_seg_objects(loaded, state)
     report = store.report(study_uid)
     progress(100, "ready")
     return {"study": loaded, "review": state, "report": report}
+
+
+def attach_seg_objects(loaded, state) -> None:
+    """Masks from the study's DICOM SEG objects become the SEG overlays of the findings of that label."""
+    for modality, _uid, path in loaded.other:
+        if modality != "SEG":
+            continue
+        try:
+            segs = read_seg_overlays(path)
+        except Exception as e:  # noqa: BLE001 - an unreadable SEG must not stop the reading
+            logger.warning("SEG %s not shown: %s", path.name, e)
+            continue
+        for it in state.items:
+            planes = segs.get(it.label)
+            if not planes or it.seg_key:
+                continue
+            hit = loaded.series_for(it.sop_uid) if it.sop_uid else None
+            series = hit[0] if hit else loaded.series[0]
+            stack = seg_stack(planes, series)
+            if stack is not None:
+                key = f"seg:{it.label}:{series.series_uid}"
+                state.segs[key] = stack if series.n > 1 else stack[0]
+                it.seg_key = key
 
 
 class MainWindow(QMainWindow):
@@ -114,9 +139,11 @@ class MainWindow(QMainWindow):
         self.viewer.cursor_text.connect(self.status_text.setText)
         self.viewer.measured.connect(lambda mm: self.status_text.setText(f"distance {mm:.1f} mm"))
         self.viewer.box_drawn.connect(self._box_drawn)
+        self.viewer.outline_drawn.connect(self._outline_drawn)
         self.findings.accept_clicked.connect(lambda: self.decide("accept"))
         self.findings.reject_clicked.connect(lambda: self.decide("reject"))
         self.findings.edit_clicked.connect(lambda: self.set_mode("edit"))
+        self.findings.outline_clicked.connect(lambda: self.set_mode("outline"))
         self.findings.add_clicked.connect(lambda: self.set_mode("box"))
         self.report.sign_clicked.connect(self.sign_interactive)
         self._save_timer = QTimer(self, singleShot=True, interval=800)
@@ -148,6 +175,8 @@ class MainWindow(QMainWindow):
             K.Key_N: lambda: self._step_finding(1), K.Key_P: lambda: self._step_finding(-1),
             K.Key_A: lambda: self.decide("accept"), K.Key_X: lambda: self.decide("reject"),
             K.Key_E: lambda: self.set_mode("edit"), K.Key_B: lambda: self.set_mode("box"),
+            K.Key_L: lambda: self.set_mode("outline"),
+            K.Key_Return: self.viewer.finish_outline, K.Key_Enter: self.viewer.finish_outline,
         }
         for i, name in enumerate(display.PRESET_ORDER, 1):
             keys[int(K.Key_0) + i] = lambda n=name: self.session and self.session.apply_preset(n)
@@ -196,6 +225,7 @@ class MainWindow(QMainWindow):
     def _escape(self) -> None:
         if self.viewer.mode != "wl":
             self.set_mode("wl")
+            self._edit_target = None
         elif self.pages.currentIndex() == 1:
             self.show_worklist()
 
@@ -317,20 +347,28 @@ class MainWindow(QMainWindow):
             s.review.reject(s.selected, self.user)
 
     def set_mode(self, mode: str) -> None:
+        """Viewer tool: ``wl``, ``measure``, ``box`` (add by hand), ``edit`` (new box), ``outline`` (new outline)."""
         s = self.session
-        if mode == "edit":
+        if mode in ("edit", "outline"):
             if s is None or s.selected is None:
-                self.status_text.setText("select a finding to edit")
+                self.status_text.setText("select a finding first")
                 return
             self._edit_target = s.selected
-            self.viewer.mode = "box"
-            self.status_text.setText("draw the new box for the selected finding (Esc cancels)")
+            self.viewer.set_mode("box" if mode == "edit" else "outline")
+            self.status_text.setText("draw the new box (Esc cancels)" if mode == "edit" else
+                                     "click the outline's points; double-click or Enter closes it (Esc cancels)")
             return
-        self._edit_target = None if mode != "box" else None
-        self.viewer.mode = mode
-        tips = {"measure": "distance tool: drag between two points", "box": "draw a box to add a finding",
-                "wl": ""}
+        self._edit_target = None
+        self.viewer.set_mode(mode)
+        tips = {"measure": "distance tool: drag between two points", "box": "draw a box to add a finding"}
         self.status_text.setText(tips.get(mode, ""))
+
+    def _outline_drawn(self, pts: list) -> None:
+        s = self.session
+        if s is not None and not s.report_frozen and self._edit_target is not None:
+            s.review.edit(self._edit_target, self.user, contour=pts)
+        self._edit_target = None
+        self.viewer.set_mode("wl")
 
     def _box_drawn(self, box: list) -> None:
         s = self.session
@@ -342,7 +380,7 @@ class MainWindow(QMainWindow):
             it = s.add_finding(self.findings.add_label.currentText(), box)
             s.select(it.id)
         self._edit_target = None
-        self.viewer.mode = "wl"
+        self.viewer.set_mode("wl")
 
     def _toggle_overlay(self, fid: str) -> None:
         if self.session:

@@ -55,6 +55,7 @@ SHORTCUTS: tuple[tuple[str, str], ...] = (
     ("A", "accept the selected finding"),
     ("X", "reject the selected finding"),
     ("E", "edit: draw a new box for the selected finding"),
+    ("L", "edit: draw a new outline (click points; double-click or Enter closes)"),
     ("B", "add a finding by hand: draw its box"),
     ("Ctrl+Enter", "sign the report"),
     ("F1", "this help"),
@@ -138,6 +139,7 @@ class FindingsPanel(QWidget):
     accept_clicked = Signal()
     reject_clicked = Signal()
     edit_clicked = Signal()
+    outline_clicked = Signal()
     add_clicked = Signal()
 
     COLUMNS = ("Show", "#", "Finding", "Side", "Prob.", "Size mm", "Model", "Status")
@@ -158,6 +160,7 @@ class FindingsPanel(QWidget):
         self.accept_btn = QPushButton("Accept (A)")
         self.reject_btn = QPushButton("Reject (X)")
         self.edit_btn = QPushButton("Edit box (E)")
+        self.outline_btn = QPushButton("Edit outline (L)")
         self.add_btn = QPushButton("Add (B)")
         self.add_label = QComboBox()
         self.add_label.addItems(self.LABELS)
@@ -166,11 +169,12 @@ class FindingsPanel(QWidget):
         self.opacity.setValue(60)
         self.opacity.valueChanged.connect(self._opacity_changed)
         for b, sig in ((self.accept_btn, self.accept_clicked), (self.reject_btn, self.reject_clicked),
-                       (self.edit_btn, self.edit_clicked), (self.add_btn, self.add_clicked)):
+                       (self.edit_btn, self.edit_clicked), (self.outline_btn, self.outline_clicked),
+                       (self.add_btn, self.add_clicked)):
             b.clicked.connect(sig.emit)
             b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         btns = QHBoxLayout()
-        for b in (self.accept_btn, self.reject_btn, self.edit_btn):
+        for b in (self.accept_btn, self.reject_btn, self.edit_btn, self.outline_btn):
             btns.addWidget(b)
         add = QHBoxLayout()
         add.addWidget(self.add_label, 1)

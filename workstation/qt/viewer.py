@@ -47,10 +47,11 @@ def rgba_qimage(rgba: np.ndarray) -> QImage:
 
 
 class ImageViewer(QWidget):
-    """Paints a :class:`ReadingSession`.  Modes: ``"wl"`` (default), ``"measure"``, ``"box"``."""
+    """Paints a :class:`ReadingSession`.  Modes: ``"wl"`` (default), ``"measure"``, ``"box"``, ``"outline"``."""
 
     cursor_text = Signal(str)
     box_drawn = Signal(list)  # [x1, y1, x2, y2] image pixels, in "box" mode
+    outline_drawn = Signal(list)  # [[x, y], ...] image pixels, in "outline" mode (double-click closes)
     measured = Signal(float)
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -69,6 +70,7 @@ class ImageViewer(QWidget):
         self._drag_transform: display.ViewTransform | None = None
         self._pending_window: display.Window | None = None
         self._rubber: tuple[QPointF, QPointF] | None = None
+        self._outline: list[tuple[float, float]] = []  # outline being drawn (image pixels)
         self._fitted_for: tuple | None = None
         self._wl_timer = QTimer(self)
         self._wl_timer.setSingleShot(True)
@@ -172,6 +174,9 @@ class ImageViewer(QWidget):
                 prob = f" {it.probability:.0%}" if it.probability is not None else ""
                 p.setFont(QFont("Sans", 9))
                 p.drawText(pt + QPointF(2, -4), f"{it.ref} {it.label}{prob}")
+        if self._outline:
+            p.setPen(QPen(QColor(255, 255, 0), 1.5, Qt.PenStyle.DashLine))
+            p.drawPolyline(QPolygonF([self._to_view(x, y) for x, y in self._outline]))
         if self._rubber is not None:
             a, b2 = self._rubber
             p.setPen(QPen(QColor(255, 255, 0), 1.5, Qt.PenStyle.DashLine))
@@ -223,8 +228,30 @@ class ImageViewer(QWidget):
         assert self.session is not None
         return self.session.transform.view_to_image(pos.x(), pos.y())
 
+    def set_mode(self, mode: str) -> None:
+        self.mode = mode
+        self._outline = []
+        self._rubber = None
+        self.update()
+
+    def finish_outline(self) -> None:
+        """Close the outline being drawn (double-click or Enter)."""
+        pts = [list(p) for p in self._outline]
+        self._outline = []
+        if len(pts) >= 3:
+            self.outline_drawn.emit(pts)
+        self.update()
+
+    def mouseDoubleClickEvent(self, e: QMouseEvent) -> None:  # noqa: N802
+        if self.mode == "outline":
+            self.finish_outline()
+
     def mousePressEvent(self, e: QMouseEvent) -> None:  # noqa: N802
         if self.session is None:
+            return
+        if self.mode == "outline" and e.button() == Qt.MouseButton.LeftButton:
+            self._outline.append(self._image_point(e.position()))
+            self.update()
             return
         self._drag_start = e.position()
         self._drag_button = e.button()
