@@ -363,7 +363,9 @@ def detect_text_boxes(image: np.ndarray, min_chars: int = 3) -> list[tuple[int, 
         return []
     h, w = img.shape
     tophat = img - ndimage.grey_opening(img, size=(7, 7))
-    strokes = (tophat > 0.3 * (hi - lo)) & (img >= lo + 0.6 * (hi - lo))
+    span = hi - lo
+    # high-contrast bright strokes, or saturated strokes over a bright background
+    strokes = ((tophat > 0.3 * span) & (img >= lo + 0.6 * span)) | ((tophat > 0.1 * span) & (img >= hi - 0.03 * span))
     labels, n = ndimage.label(strokes, structure=np.ones((3, 3), dtype=bool))
     if n == 0:
         return []
@@ -386,9 +388,23 @@ def detect_text_boxes(image: np.ndarray, min_chars: int = 3) -> list[tuple[int, 
         heights = np.array([objs[k - 1][0].stop - objs[k - 1][0].start for k in members])
         bh, bw = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
         if len(members) >= min_chars and bw >= 2 * bh and heights.std() <= 0.35 * heights.mean():
+            r0, r1 = sl[0].start, sl[0].stop
+            c0, c1 = _extend_line(strokes[r0:r1], sl[1].start, sl[1].stop, 3 * gap)
             m = 2
-            boxes.append((max(0, sl[0].start - m), max(0, sl[1].start - m), min(h, sl[0].stop + m), min(w, sl[1].stop + m)))
+            boxes.append((max(0, r0 - m), max(0, c0 - m), min(h, r1 + m), min(w, c1 + m)))
     return boxes
+
+
+def _extend_line(band: np.ndarray, c0: int, c1: int, reach: int) -> tuple[int, int]:
+    """Grow a text line sideways while stroke pixels continue within ``reach`` columns
+    (characters that merged with a bright background are still covered)."""
+    cols = band.any(axis=0)
+    w = len(cols)
+    while c0 > 0 and cols[max(0, c0 - reach):c0].any():
+        c0 = max(0, c0 - reach) + int(np.flatnonzero(cols[max(0, c0 - reach):c0])[0])
+    while c1 < w and cols[c1:min(w, c1 + reach)].any():
+        c1 = c1 + int(np.flatnonzero(cols[c1:min(w, c1 + reach)])[-1]) + 1
+    return c0, c1
 
 
 def clean_pixels(ds: Dataset) -> list[tuple[int, int, int, int]]:

@@ -140,3 +140,20 @@ def test_preannotation_states_and_reader_import(deid_folder, tmp_path):
     assert import_reader_decisions(store, path) == 2
     assert store.annotations(ids[2])[0].annotator == "reader:dr_a"
     assert store.image_labels(ids[3]) == set()  # rejected decisions are not labels
+
+
+def test_export_dataset_cli(deid_folder, tmp_path):
+    import subprocess
+    import sys
+
+    store = LabelStore.open_for(FolderSource(deid_folder))
+    _label_all(store)
+    store.close()
+    out = tmp_path / "ds"
+    r = subprocess.run([sys.executable, "-m", "medws", "export-dataset", "--folder", str(deid_folder), "--out", str(out),
+                        "--version", "v7"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert verify_export(out)["dataset_version"] == "v7"
+    r = subprocess.run([sys.executable, "-m", "medws", "label", "--folder", str(tmp_path / "missing")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "does not exist" in r.stderr

@@ -14,13 +14,14 @@ def register(commands) -> None:
         "promote", help="make a candidate the active version if it is not worse for any class on the locked set",
         description="Compare CANDIDATE (NAME@VERSION) with the active version on the locked test set, per class, "
                     "with paired bootstrap 95%% CIs of the AUROC difference; promote only when no class is worse "
-                    "(CI lower bound >= -margin); otherwise refuse and print the comparison table.")
+                    "(worse: CI entirely below 0, or AUROC lower by more than the margin); otherwise refuse and "
+                    "print the comparison table.")
     p.add_argument("candidate", help="NAME@VERSION of an installed model")
     p.add_argument("--current", default=None, help="version to compare against (default: the active version)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--locked-set", help="medws-dataset export: its test split is the locked set")
     src.add_argument("--predictions", help="NPZ with y_true (N,C), current (N,C), candidate (N,C), classes (C,)")
-    p.add_argument("--margin", type=float, default=None, help="non-inferiority margin in AUROC (default 0.02)")
+    p.add_argument("--margin", type=float, default=None, help="largest tolerated AUROC drop per class (default 0.03)")
     p.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default 2000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--report", default=None, help="write the comparison as JSON here")
