@@ -208,6 +208,9 @@ def test_review_state_survives_reopen(qtbot, window):
     qtbot.keyClick(win.viewer, Qt.Key.Key_Return)
     assert len(second.contour) == 3 and second.box == pytest.approx([410, 310, 470, 400], abs=1.5)
     assert [e["finding"] for e in store.audit.events("finding.edit")][:2] == [second.id, second.id]
+    side = second.laterality
+    qtbot.keyClick(win.findings.table, Qt.Key.Key_S)  # keys work from the findings table too
+    assert second.laterality != side and store.audit.events("finding.edit")[0]["after"]["laterality"] == second.laterality
     win.report.editor.setPlainText("edited draft text")
     win.save_draft()
     with qtbot.waitSignal(win.study_opened, timeout=20000):
@@ -216,6 +219,7 @@ def test_review_state_survives_reopen(qtbot, window):
     assert s2 is not s
     assert s2.review.get(first.id).status == "rejected"
     assert len(s2.review.get(second.id).contour) == 3
+    assert s2.review.get(second.id).laterality == second.laterality
     manual = [it for it in s2.review.items if it.source == "manual"]
     assert len(manual) == 1 and manual[0].label == "pneumothorax" and manual[0].box == [100.0, 100.0, 200.0, 220.0]
     assert manual[0].laterality == "right"  # image left of a PA chest is the patient's right

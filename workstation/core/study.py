@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
+from dicom_node.privacy import phi
+
 from workstation.core import display
 
 logger = logging.getLogger(__name__)
@@ -157,7 +159,7 @@ def load_study_files(paths: Iterable[Path | str], study_uid: str = "") -> Loaded
         try:
             ds = pydicom.dcmread(p)
         except Exception as e:  # noqa: BLE001 - any unreadable file is skipped with a log line
-            logger.warning("skipping unreadable DICOM file %s: %s", p.name, e)
+            logger.warning("skipping unreadable DICOM file %s: %s", phi(p.name), e)
             continue
         study_uid = study_uid or str(getattr(ds, "StudyInstanceUID", ""))
         pid = pid or str(getattr(ds, "PatientID", "") or "")
@@ -172,7 +174,7 @@ def load_study_files(paths: Iterable[Path | str], study_uid: str = "") -> Loaded
         try:
             series.append(load_series(dss))
         except Exception as e:  # noqa: BLE001 - a broken series must not hide the others
-            logger.warning("series %s not displayable: %s", uid, e)
+            logger.warning("series %s not displayable: %s", phi(uid), e)
     if not series:
         raise StudyLoadError(f"study {study_uid or '?'} has no displayable image series")
     # projections first (the reading image), then cross-sections by size

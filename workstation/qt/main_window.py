@@ -23,6 +23,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from dicom_node.privacy import phi
+
 from workstation.core import display, qa
 from workstation.core.session import ReadingSession
 from workstation.core.signing import SignResult, SigningError, addendum, sign
@@ -68,7 +70,7 @@ def attach_seg_objects(loaded, state) -> None:
         try:
             segs = read_seg_overlays(path)
         except Exception as e:  # noqa: BLE001 - an unreadable SEG must not stop the reading
-            logger.warning("SEG %s not shown: %s", path.name, e)
+            logger.warning("SEG %s not shown: %s", phi(path.name), e)
             continue
         for it in state.items:
             planes = segs.get(it.label)
@@ -175,7 +177,7 @@ class MainWindow(QMainWindow):
             K.Key_N: lambda: self._step_finding(1), K.Key_P: lambda: self._step_finding(-1),
             K.Key_A: lambda: self.decide("accept"), K.Key_X: lambda: self.decide("reject"),
             K.Key_E: lambda: self.set_mode("edit"), K.Key_B: lambda: self.set_mode("box"),
-            K.Key_L: lambda: self.set_mode("outline"),
+            K.Key_L: lambda: self.set_mode("outline"), K.Key_S: self.cycle_side,
             K.Key_Return: self.viewer.finish_outline, K.Key_Enter: self.viewer.finish_outline,
         }
         for i, name in enumerate(display.PRESET_ORDER, 1):
@@ -345,6 +347,16 @@ class MainWindow(QMainWindow):
             s.review.accept(s.selected, self.user)
         elif action == "reject":
             s.review.reject(s.selected, self.user)
+
+    def cycle_side(self) -> None:
+        """Change the selected finding's side: left → right → bilateral → left (an edit, audited)."""
+        s = self.session
+        if s is None or s.selected is None or s.report_frozen:
+            return
+        order = ("left", "right", "bilateral")
+        cur = s.review.get(s.selected).laterality
+        nxt = order[(order.index(cur) + 1) % 3] if cur in order else "left"
+        s.review.edit(s.selected, self.user, laterality=nxt)
 
     def set_mode(self, mode: str) -> None:
         """Viewer tool: ``wl``, ``measure``, ``box`` (add by hand), ``edit`` (new box), ``outline`` (new outline)."""

@@ -56,6 +56,7 @@ SHORTCUTS: tuple[tuple[str, str], ...] = (
     ("X", "reject the selected finding"),
     ("E", "edit: draw a new box for the selected finding"),
     ("L", "edit: draw a new outline (click points; double-click or Enter closes)"),
+    ("S", "change the selected finding's side (left / right / bilateral)"),
     ("B", "add a finding by hand: draw its box"),
     ("Ctrl+Enter", "sign the report"),
     ("F1", "this help"),

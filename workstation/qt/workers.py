@@ -8,6 +8,8 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
+from dicom_node.privacy import log_phi_enabled, phi
+
 logger = logging.getLogger(__name__)
 
 
@@ -35,7 +37,9 @@ class Worker(QRunnable):
         try:
             result = self.fn(lambda pct, text="": self.signals.progress.emit(int(pct), str(text)), *self.args)
         except Exception as e:  # noqa: BLE001 - reported to the GUI, never raised into Qt
-            logger.error("%s failed: %s\n%s", self.name, e, traceback.format_exc())
+            # the message may name a study; it goes to the GUI, the log gets it only with MEDWS_LOG_PHI=1
+            logger.error("%s failed: %s %s", self.name, type(e).__name__, phi(e))
+            logger.debug("%s", traceback.format_exc() if log_phi_enabled() else "")
             self.signals.failed.emit(f"{self.name} failed: {e}")
         else:
             self.signals.done.emit(result)
