@@ -119,3 +119,17 @@ def test_no_flip_in_windowing():
     img[0, 5] = 100  # top-right marker
     out = display.window_to_uint8(img, Window(50, 100))
     assert out[0, 5] == 255 and out[3, 0] == 0 and out.shape == (4, 6)
+
+
+def test_non_square_pixels_keep_physical_proportions():
+    t = display.fit_transform(rows=100, cols=100, view_w=400, view_h=400, aspect=display.pixel_aspect((0.5, 0.25)))
+    assert t.aspect == 2.0
+    w = t.image_to_view(100, 0)[0] - t.image_to_view(0, 0)[0]
+    h = t.image_to_view(0, 100)[1] - t.image_to_view(0, 0)[1]
+    assert h == pytest.approx(2 * w)  # 100 rows x 0.5 mm is twice as tall as 100 columns x 0.25 mm
+    assert t.view_to_image(*t.image_to_view(31.0, 17.0)) == pytest.approx((31.0, 17.0))
+    z = t.zoomed(1.7, 120, 80)
+    assert z.aspect == 2.0 and z.view_to_image(120, 80) == pytest.approx(t.view_to_image(120, 80))
+    c = t.centred_on(10, 20, 400, 400)
+    assert c.image_to_view(10, 20) == pytest.approx((200, 200))
+    assert display.pixel_aspect(None) == 1.0

@@ -136,43 +136,57 @@ def drag_sensitivity(window: Window) -> float:
 # ---------------------------------------------------------------- view transform
 @dataclass(frozen=True)
 class ViewTransform:
-    """Image → view mapping: ``view = image * zoom + offset`` (no rotation, no flip)."""
+    """Image → view mapping without rotation or flip.
+
+    ``view_x = x * zoom + offset_x``; ``view_y = y * zoom * aspect + offset_y`` where
+    ``aspect`` = row spacing / column spacing, so non-square pixels show at their true
+    physical proportions (PS3.3 10.7.1.3).
+    """
 
     zoom: float = 1.0
     offset_x: float = 0.0
     offset_y: float = 0.0
+    aspect: float = 1.0
+
+    @property
+    def zoom_y(self) -> float:
+        return self.zoom * self.aspect
 
     def image_to_view(self, x: float, y: float) -> tuple[float, float]:
-        return x * self.zoom + self.offset_x, y * self.zoom + self.offset_y
+        return x * self.zoom + self.offset_x, y * self.zoom_y + self.offset_y
 
     def view_to_image(self, vx: float, vy: float) -> tuple[float, float]:
-        return (vx - self.offset_x) / self.zoom, (vy - self.offset_y) / self.zoom
+        return (vx - self.offset_x) / self.zoom, (vy - self.offset_y) / self.zoom_y
 
     def panned(self, dx: float, dy: float) -> ViewTransform:
-        return ViewTransform(self.zoom, self.offset_x + dx, self.offset_y + dy)
+        return ViewTransform(self.zoom, self.offset_x + dx, self.offset_y + dy, self.aspect)
 
     def zoomed(self, factor: float, anchor_x: float, anchor_y: float) -> ViewTransform:
         """Zoom by ``factor`` keeping the view point ``(anchor_x, anchor_y)`` fixed."""
         z = min(max(self.zoom * factor, 0.02), 64.0)
         f = z / self.zoom
-        return ViewTransform(z, anchor_x - (anchor_x - self.offset_x) * f, anchor_y - (anchor_y - self.offset_y) * f)
+        return ViewTransform(z, anchor_x - (anchor_x - self.offset_x) * f, anchor_y - (anchor_y - self.offset_y) * f,
+                             self.aspect)
 
     def centred_on(self, x: float, y: float, view_w: float, view_h: float) -> ViewTransform:
         """Same zoom, image point ``(x, y)`` moved to the centre of the view."""
-        return ViewTransform(self.zoom, view_w / 2.0 - x * self.zoom, view_h / 2.0 - y * self.zoom)
+        return ViewTransform(self.zoom, view_w / 2.0 - x * self.zoom, view_h / 2.0 - y * self.zoom_y, self.aspect)
+
+
+def pixel_aspect(spacing: tuple[float, float] | None) -> float:
+    """Row spacing / column spacing (1 when unknown)."""
+    if not spacing or spacing[1] <= 0:
+        return 1.0
+    return float(spacing[0]) / float(spacing[1])
 
 
 def fit_transform(rows: int, cols: int, view_w: float, view_h: float,
                   aspect: float = 1.0) -> ViewTransform:
-    """Fit an image of ``rows x cols`` into the view, centred.
-
-    ``aspect`` is row spacing / column spacing; the viewer shows non-square pixels by
-    scaling rows, so fitting uses the physical height ``rows * aspect``.
-    """
+    """Fit an image of ``rows x cols`` (pixel aspect ``aspect``) into the view, centred."""
     if rows < 1 or cols < 1 or view_w <= 0 or view_h <= 0:
         raise DisplayError(f"cannot fit a {rows}x{cols} image into a {view_w}x{view_h} view")
     zoom = min(view_w / cols, view_h / (rows * aspect))
-    return ViewTransform(zoom, (view_w - cols * zoom) / 2.0, (view_h - rows * aspect * zoom) / 2.0)
+    return ViewTransform(zoom, (view_w - cols * zoom) / 2.0, (view_h - rows * aspect * zoom) / 2.0, aspect)
 
 
 # ---------------------------------------------------------------- measurements

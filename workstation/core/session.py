@@ -122,7 +122,7 @@ class ReadingSession:
     # ---------------------------------------------------------------- view
     def fit(self, view_w: float, view_h: float) -> None:
         rows, cols = self.series.shape
-        self.transform = display.fit_transform(rows, cols, view_w, view_h)
+        self.transform = display.fit_transform(rows, cols, view_w, view_h, display.pixel_aspect(self.series.spacing))
         self._emit("view")
 
     def set_transform(self, t: display.ViewTransform) -> None:

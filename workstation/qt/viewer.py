@@ -131,7 +131,7 @@ class ImageViewer(QWidget):
             return
         t = s.transform
         rows, cols = s.series.shape
-        target = QRectF(t.offset_x, t.offset_y, cols * t.zoom, rows * t.zoom)
+        target = QRectF(t.offset_x, t.offset_y, cols * t.zoom, rows * t.zoom_y)
         p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, t.zoom < 1.0)
         p.drawImage(target, self._image())
         self._paint_overlays(p, target)
