@@ -5,7 +5,6 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QEvent, Qt, QThreadPool, QTimer, Signal
-from PySide6.QtGui import QKeyEvent, QKeySequence, QShortcut
+from PySide6.QtGui import QGuiApplication, QKeyEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QDockWidget,
     QLabel,
@@ -19,7 +19,6 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QSplitter,
     QStackedWidget,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -394,10 +393,6 @@ class MainWindow(QMainWindow):
         self._edit_target = None
         self.viewer.set_mode("wl")
 
-    def _toggle_overlay(self, fid: str) -> None:
-        if self.session:
-            self.session.toggle_overlay(fid)
-
     # ------------------------------------------------------------------ signing
     def sign_interactive(self) -> None:
         s = self.session
@@ -436,20 +431,13 @@ class MainWindow(QMainWindow):
     def _sign_failed(self, msg: str) -> None:
         self.status_text.setText(msg)
         self.sign_failed.emit(msg)
-        if self.isVisible() and not QApplicationOffscreen.is_offscreen():
+        if self.isVisible() and QGuiApplication.platformName() not in ("offscreen", "minimal"):
             QMessageBox.warning(self, "Not signed", msg)
 
     def closeEvent(self, e) -> None:  # noqa: N802
         self.save_draft()
         QThreadPool.globalInstance().waitForDone(5000)
         super().closeEvent(e)
-
-
-class QApplicationOffscreen:
-    @staticmethod
-    def is_offscreen() -> bool:
-        from PySide6.QtGui import QGuiApplication  # noqa: PLC0415
-        return QGuiApplication.platformName() in ("offscreen", "minimal")
 
 
 def screenshot(window: QWidget, path: Path | str) -> Path:
@@ -461,4 +449,4 @@ def screenshot(window: QWidget, path: Path | str) -> Path:
     return path
 
 
-__all__ = ["MainWindow", "load_for_reading", "screenshot", "SigningError", "QVBoxLayout"]
+__all__ = ["MainWindow", "load_for_reading", "attach_seg_objects", "screenshot", "SigningError"]

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QTableWidget,
     QTableWidgetItem,
     QTextBrowser,
+    QTextEdit,
     QVBoxLayout,
     QWidget,
 )
@@ -354,10 +355,7 @@ class ReportPanel(QWidget):
         for m in self.messages:
             if m.start is None or m.end is None:
                 continue
-            sel = QPlainTextEdit.ExtraSelection() if hasattr(QPlainTextEdit, "ExtraSelection") else None
-            if sel is None:
-                from PySide6.QtWidgets import QTextEdit  # noqa: PLC0415
-                sel = QTextEdit.ExtraSelection()
+            sel = QTextEdit.ExtraSelection()
             fmt = QTextCharFormat()
             fmt.setBackground(QColor(255, 200, 200) if m.blocking else QColor(255, 235, 180))
             cur = QTextCursor(self.editor.document())
