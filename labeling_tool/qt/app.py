@@ -439,8 +439,8 @@ class LabelingWindow(QMainWindow):
     def _submit(self, key: str, fn, on_done) -> None:
         job = _Job(key, fn)
         job.setAutoDelete(False)
-        job.signals.done.connect(on_done)
-        job.signals.failed.connect(lambda k, msg: self.statusBar().showMessage(msg, 8000))
+        job.signals.done.connect(lambda k, result: (self._jobs.pop(k, None), on_done(k, result)))
+        job.signals.failed.connect(lambda k, msg: (self._jobs.pop(k, None), self.statusBar().showMessage(msg, 8000)))
         self._jobs[key] = job
         self.pool.start(job)
 
@@ -460,6 +460,8 @@ class LabelingWindow(QMainWindow):
         if self.predictor is None or s.view.image is None or s.image_id is None:
             return
         image_id, pixels = s.image_id, s.view.image.pixels
+        if s.view.image.invert:  # MONOCHROME1: the models expect bright bone
+            pixels = pixels.max() - pixels
         store_path = s.store.path
 
         def work():
@@ -482,30 +484,24 @@ class LabelingWindow(QMainWindow):
         super().closeEvent(e)
 
 
-def cxr_predictor():
-    """(predictor, model name) from the registry's active CXR findings model, or (None, "")."""
+def cxr_predictor(registry=None):
+    """(predictor, "name@version") from the registry's active chest X-ray models, or (None, "")."""
     try:
-        from models.cxr import pipeline  # type: ignore[attr-defined]
-        from models.registry import Registry
+        from models.cxr.pipeline import CxrPipeline
+        from models.cxr.preprocess import prepare
 
-        reg = Registry()
-        for name in ("cxr-findings", "cxr-lesions"):
-            try:
-                entry = reg.get(name)
-            except Exception:  # noqa: BLE001
-                continue
-            runner = pipeline.CxrPipeline.from_registry(reg) if hasattr(pipeline, "CxrPipeline") else None
-            if runner is None:
-                return None, ""
-
-            def predict(pixels: np.ndarray) -> list[dict]:
-                res = runner(pixels)
-                return [f.to_dict() for f in res.findings]
-
-            return predict, f"{entry.card.name}@{entry.card.version}"
+        pipe = CxrPipeline(registry, threads=2)
     except Exception as e:  # noqa: BLE001 - the app works without a model
         logger.info("no pre-annotation model: %s", e)
-    return None, ""
+        return None, ""
+
+    def predict(pixels: np.ndarray) -> list[dict]:
+        prepared = prepare(pixels, pipe.size)
+        raw = pipe.predict(prepared)
+        return [f.to_dict() for f in pipe.post_process(prepared, raw).findings]
+
+    info = pipe.model_info
+    return predict, f"{info['name']}@{info['version']}"
 
 
 def run_app(source, annotator: str = "", task: str = "cxr", reviewer: bool = False) -> int:

@@ -154,3 +154,29 @@ def test_ai_proposals_in_the_app(qtbot, deid_folder):
     win.accept_button.click()
     a = [x for x in store.annotations(session.image_id) if x.source == "ai"][0]
     assert a.ai_state == "accepted" and a.annotator == "alice"
+
+
+def test_preannotation_with_the_installed_cxr_model(qtbot, shared_data, tmp_path):
+    """The registry's chest X-ray model proposes findings on a real NIH radiograph."""
+    from labeling_tool.qt.app import cxr_predictor
+
+    predictor, name = cxr_predictor()
+    if predictor is None:
+        pytest.skip("no cxr-lung/cxr-lesions model installed in the registry")
+    folder = tmp_path / "png"
+    folder.mkdir()
+    src = sorted((shared_data / "cxr" / "nih" / "images").glob("*.png"))[0]
+    (folder / src.name).write_bytes(src.read_bytes())
+    source = FolderSource(folder)
+    store = LabelStore.open_for(source)
+    session = LabelingSession(store, source.images(), load_schema("cxr"), annotator="alice")
+    win = LabelingWindow(session, predictor, name)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: win.canvas.has_image, timeout=10000)
+    win.preannotate_button.click()
+    qtbot.waitUntil(lambda: not win._jobs, timeout=60000)
+    qtbot.wait(50)
+    proposals = [a for a in store.annotations(session.image_id) if a.source == "ai"]
+    assert all(a.ai_state == "proposed" and a.model == name for a in proposals)
+    assert all(a.label in load_schema("cxr").names for a in proposals)
