@@ -76,3 +76,28 @@ def test_laterality_from_position():
     assert review.laterality_from_position(900, 1024, pa) == "left"
     assert review.laterality_from_position(100, 1024, pa) == "right"
     assert review.laterality_from_position(100, 1024, None) is None
+
+
+def test_query_counts_findings_in_sql(tmp_path):
+    import json
+
+    from workstation.core.store import ReadingStore
+    store = ReadingStore.open(tmp_path)
+    now = 1.0
+    store.db.execute("INSERT INTO patients (patient_id, patient_name) VALUES ('P1', 'DOE^JANE')")
+    for uid, prio_label in (("1.1", "nodule_mass"), ("1.2", "pneumothorax"), ("1.3", None)):
+        store.db.execute("INSERT INTO studies (study_uid, patient_id, accession_number, study_date, modalities) "
+                         "VALUES (?, 'P1', ?, '20260101', 'CR')", (uid, f"A{uid}"))
+        if prio_label:
+            compact = json.dumps({"findings": [{"label": prio_label}, {"label": "consolidation"}]},
+                                 separators=(",", ":"))
+            store.put_analysis_result(uid, json.loads(compact))
+            store.db.execute("INSERT INTO findings (study_uid, kind, data, created_at) VALUES (?, 'cxr', ?, ?)",
+                             (uid, compact, now))
+    rows = {r.study_uid: r for r in store.worklist()}
+    assert rows["1.2"].ai_critical and rows["1.2"].rank == 0 and rows["1.2"].findings == 4
+    assert not rows["1.1"].ai_critical and rows["1.1"].findings == 4 and rows["1.1"].status == "AI ready"
+    assert rows["1.3"].findings == 0 and rows["1.3"].status == "new"
+    assert [r.study_uid for r in store.worklist()][0] == "1.2"
+    assert [r.study_uid for r in store.worklist("a1.1")] == ["1.1"]
+    store.close()

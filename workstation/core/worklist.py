@@ -9,7 +9,6 @@ report exists) → ``signed``.
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -105,24 +104,26 @@ def query(db, text: str = "", status: str | None = None, modality: str | None = 
         f"COALESCE(s.modalities, '') AS modalities, COALESCE(s.study_description, '') AS description, "
         f"COALESCE({prio_col}, '') AS priority "
         "FROM studies s LEFT JOIN patients p ON p.patient_id = s.patient_id")
-    found: dict[str, list[dict]] = {}
-    for r in db.query("SELECT study_uid, data FROM findings"):
-        try:
-            found.setdefault(r["study_uid"], []).append(json.loads(r["data"] or "{}"))
-        except json.JSONDecodeError:
-            logger.warning("unreadable findings row ignored")
+    # counted in SQL (portable LIKE/REPLACE/LENGTH) so result JSON with masks is never loaded here
+    crit_sql = " OR ".join(["data LIKE ?"] * (2 * len(critical))) or "0 = 1"
+    crit_params: list[str] = []
+    for label in sorted(critical):
+        crit_params += [f'%"label": "{label}"%', f'%"label":"{label}"%']
+    found = {r["study_uid"]: (int(r["n"] or 0), bool(r["crit"])) for r in db.query(
+        "SELECT study_uid, SUM((LENGTH(REPLACE(data, '\"label\": ', '\"label\":')) - LENGTH(REPLACE(REPLACE("
+        "data, '\"label\": ', '\"label\":'), '\"label\":', ''))) / 8) AS n, "
+        f"MAX(CASE WHEN {crit_sql} THEN 1 ELSE 0 END) AS crit FROM findings GROUP BY study_uid", crit_params)}
     reports: dict[str, list[str]] = {}
     for r in db.query("SELECT study_uid, state FROM reports"):
         reports.setdefault(r["study_uid"], []).append(r["state"])
     out: list[WorklistRow] = []
     for r in rows:
         uid = r["study_uid"]
-        data = found.get(uid, [])
-        crit = any(critical_in(d, critical) for d in data)
-        n_findings = sum(len(d.get("findings", [d])) if isinstance(d, dict) else 0 for d in data)
+        has_results = uid in found
+        n_findings, crit = found.get(uid, (0, False))
         row = WorklistRow(uid, r["patient_id"] or "", str(r["patient_name"]), r["accession"], r["study_date"],
                           r["modalities"], r["description"], r["priority"], crit,
-                          status_of(bool(data), reports.get(uid, [])), priority_rank(r["priority"], crit), n_findings)
+                          status_of(has_results, reports.get(uid, [])), priority_rank(r["priority"], crit), n_findings)
         if matches(row, text, status, modality):
             out.append(row)
     return sort_rows(out)
