@@ -60,13 +60,14 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from dicom_node.config import load_config
     from dicom_node.hooks import stable_hooks
-    from dicom_node.scp import serve
 
     config = load_config(args.root, overrides={
         "host": args.host, "port": args.port, "ae_title": args.ae_title, "workers": args.workers,
         "quiet_period_s": args.quiet_period, "require_registered": args.require_registered,
     })
-    return serve(config, hooks=stable_hooks(config))
+    from dicom_node.analysis import serve_with_analysis  # node + analysis workers + outbox delivery
+
+    return serve_with_analysis(config, hooks=stable_hooks(config))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -218,8 +219,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
-    run_demo(root, quiet_period_s=args.quiet_period, on_status=lambda s: print(json.dumps(s, sort_keys=True), flush=True),
-             serve_until=stop)
+    from dicom_node.pipeline.demo import DemoAnalysis  # analyses the samples, prints the results
+
+    analysis = DemoAnalysis(root)
+    try:
+        run_demo(root, quiet_period_s=args.quiet_period,
+                 on_status=lambda s: (print(json.dumps(s, sort_keys=True), flush=True), analysis.run_and_print()),
+                 serve_until=stop)
+    finally:
+        analysis.stop()
     return 0
 
 

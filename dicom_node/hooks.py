@@ -7,9 +7,12 @@
 from __future__ import annotations
 
 from dicom_node.config import NodeConfig
-from dicom_node.stability import StableHook, enqueue_analysis
+from dicom_node.stability import StableHook
 
 
 def stable_hooks(config: NodeConfig) -> list[StableHook]:
-    """Hooks run for each newly stable study (default: queue analysis)."""
-    return [enqueue_analysis]
+    """Hooks run for each newly stable study: queue analysis with the study's PACS
+    priority and wake this process's analysis workers (:mod:`dicom_node.analysis`)."""
+    from dicom_node.analysis import enqueue_prioritized
+
+    return [enqueue_prioritized]

@@ -1,0 +1,1 @@
+"""Command-line and demo glue of the analysis pipeline (:mod:`dicom_node.analysis`)."""

@@ -1,0 +1,186 @@
+"""The analysis pipeline on a local archive: routing, results, supersession,
+idempotency, drafts, priorities and the outbox (real models, real DICOM objects)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from dicom_node import samples
+from dicom_node.analysis import AI_SOURCE_AE, Analyzer, analyze_study, claim_job, enqueue_prioritized
+from dicom_node.archive import Archive
+from dicom_node.config import NodeConfig
+from dicom_node.db import Database
+from dicom_node.delivery import Delivery, Destinations
+from dicom_node.jobs import JobQueue
+from dicom_node.peers import PeerRegistry
+from dicom_node.stability import StabilityMonitor
+from tests.pipeline.conftest import copy_as
+
+
+def _objects(db: Database, study: str, state: str = "current") -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for r in db.query("SELECT kind, sop_instance_uid FROM ai_objects WHERE study_uid = ? AND state = ? ORDER BY id",
+                      (study, state)):
+        out.setdefault(r["kind"], []).append(r["sop_instance_uid"])
+    return out
+
+
+def test_chest_cr_gets_sr_seg_gsps_findings_and_draft(cxr_models, config: NodeConfig, db: Database,
+                                                      chest_cr: Path, tmp_path: Path) -> None:
+    archive = Archive(config, db)
+    src = archive.store_file(chest_cr)
+    peers = PeerRegistry(db)
+    peers.add("pacs", "PACS", "127.0.0.1", 9)  # nothing listens: delivery must retry, then dead-letter
+    Destinations(db).set("pacs", True)
+
+    summary = analyze_study(config, src.study_uid)
+    assert [(j["task"], j["state"]) for j in summary["jobs"]] == [("analyze", "done"), ("cxr", "done")]
+    cxr_job = JobQueue(db).list(study_uid=src.study_uid)[1]
+    assert cxr_job.model_versions and list(cxr_job.model_versions) == ["cxr-lesions"]
+    timings = json.loads(db.query("SELECT timings FROM jobs WHERE id = ?", (cxr_job.id,))[0][0])
+    assert timings["model_s"] > 0 and timings["objects_s"] > 0
+
+    objs = _objects(db, src.study_uid)
+    n_findings = len(summary["findings"])
+    assert objs.get("sr") and len(objs["sr"]) == 1
+    assert len(objs.get("seg", [])) == len(objs.get("gsps", [])) == (1 if n_findings else 0)
+    # stored in the source study, indexed, as medws's own objects
+    rows = {r["sop_instance_uid"]: r for r in archive.instances(study_uid=src.study_uid)}
+    for uid in sum(objs.values(), []):
+        assert rows[uid]["source_ae"] == AI_SOURCE_AE
+    sr_ds = pydicom.dcmread(archive.absolute(rows[objs["sr"][0]]["path"]))
+    assert sr_ds.StudyInstanceUID == src.study_uid and sr_ds.VerificationFlag == "UNVERIFIED"
+    evidence = [i.ReferencedSOPInstanceUID for s in sr_ds.CurrentRequestedProcedureEvidenceSequence
+                for se in s.ReferencedSeriesSequence for i in se.ReferencedSOPSequence]
+    assert evidence == [src.sop_instance_uid]
+    if n_findings:
+        seg_ds = pydicom.dcmread(archive.absolute(rows[objs["seg"][0]]["path"]))
+        assert seg_ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID \
+            == src.sop_instance_uid
+        pr = pydicom.dcmread(archive.absolute(rows[objs["gsps"][0]]["path"]))
+        assert pr.ReferencedSeriesSequence[0].ReferencedImageSequence[0].ReferencedSOPInstanceUID \
+            == src.sop_instance_uid
+    # findings for the workstation, the draft linked to the SR
+    frows = db.query("SELECT kind, model_name, data FROM findings WHERE study_uid = ?", (src.study_uid,))
+    assert [(r["kind"], r["model_name"]) for r in frows] == [("cxr", "cxr-lesions")]
+    assert len(json.loads(frows[0]["data"])["findings"]) == n_findings
+    (rep,) = db.query("SELECT state, author, body FROM reports WHERE study_uid = ?", (src.study_uid,))
+    body = json.loads(rep["body"])
+    assert rep["state"] == "draft" and body["sr_sop_instance_uid"] == objs["sr"][0] and body["text"]
+    # the study stays stable after our own objects were stored (no re-analysis churn)
+    assert db.query("SELECT ai_status FROM studies WHERE study_uid = ?", (src.study_uid,))[0][0] == "done"
+
+    # the outbox: one item per object; the peer is down -> retries -> dead letter with the error
+    delivery = Delivery(db, "MEDWS", max_attempts=2, base_s=0.0)
+    assert db.query("SELECT COUNT(*) FROM outbox WHERE peer = 'pacs' AND state = 'pending'")[0][0] == \
+        sum(len(v) for v in objs.values())
+    first = delivery.deliver_once()
+    assert first.retried == sum(len(v) for v in objs.values()) and first.sent == 0
+    second = delivery.deliver_once()
+    assert second.dead == first.retried
+    dead = db.query("SELECT attempts, last_error FROM outbox WHERE state = 'failed'")
+    assert all(r["attempts"] == 2 and r["last_error"] for r in dead)
+    assert delivery.retry() == len(dead)
+
+    # the same content again: nothing new (idempotent by content key)
+    again = analyze_study(config, src.study_uid)
+    assert len(again["jobs"]) == 2 and _objects(db, src.study_uid) == objs
+
+    # a late instance: a second frontal image -> re-analysed, the earlier objects superseded
+    late = copy_as(chest_cr, tmp_path / "late.dcm", SOPInstanceUID=generate_uid(), InstanceNumber="2")
+    archive.store_file(late)
+    later = analyze_study(config, src.study_uid)
+    assert [j["task"] for j in later["jobs"]] == ["analyze", "cxr", "analyze", "cxr"]
+    new = _objects(db, src.study_uid)
+    old = _objects(db, src.study_uid, "superseded")
+    assert old == objs and len(new["sr"]) == 1 and not set(sum(new.values(), [])) & set(sum(objs.values(), []))
+    held = {r["sop_instance_uid"] for r in archive.instances(study_uid=src.study_uid)}
+    assert not held & set(sum(objs.values(), [])), "superseded objects left in the archive"
+    new_sr = pydicom.dcmread(archive.absolute(
+        db.query("SELECT path FROM ai_objects WHERE sop_instance_uid = ?", (new["sr"][0],))[0][0]))
+    assert new_sr.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0] \
+        .ReferencedSOPInstanceUID == objs["sr"][0]
+    new_job = JobQueue(db).list(study_uid=src.study_uid)[-1]
+    assert [r[0] for r in db.query("SELECT job_id FROM findings WHERE study_uid = ?", (src.study_uid,))] == \
+        [new_job.id, new_job.id]  # one result per radiograph, none left from the earlier run
+    assert len(db.query("SELECT 1 FROM reports WHERE study_uid = ?", (src.study_uid,))) == 1
+    # outbox items of superseded objects that were never sent are withdrawn
+    assert {r[0] for r in db.query("SELECT DISTINCT state FROM outbox WHERE sop_instance_uid IN (%s)" %
+                                   ",".join("?" * len(sum(objs.values(), []))), sum(objs.values(), []))} \
+        == {"superseded"}
+
+
+def test_crash_between_store_and_commit_leaves_no_duplicate(cxr_models, config: NodeConfig, db: Database,
+                                                            chest_cr: Path) -> None:
+    archive = Archive(config, db)
+    src = archive.store_file(chest_cr)
+    StabilityMonitor(db, 0.0, hooks=[enqueue_prioritized]).check(now=10**10)
+    analyzer = Analyzer(config, db)
+    jobs = JobQueue(db)
+    analyzer.execute(jobs.claim("w"))  # routing
+    job = jobs.claim("w")
+    assert job.task == "cxr"
+    output = analyzer.tasks.get("cxr").run([archive.absolute(i["path"]) for i in analyzer._inputs(job)])
+    stored, _ = analyzer._build_and_store(job, "cxr", output)  # ... and the worker dies here
+    before = len(archive.instances(study_uid=src.study_uid))
+    assert jobs.requeue_running() == 1
+    analyzer.execute(jobs.claim("w2"))
+    assert jobs.get(job.id).state == "done" and jobs.get(job.id).attempts == 2
+    assert len(archive.instances(study_uid=src.study_uid)) == before
+    assert sorted(sum(_objects(db, src.study_uid).values(), [])) == sorted(o["sop_instance_uid"] for o in stored)
+
+
+def test_priorities_not_applicable_and_edited_drafts(cxr_models, config: NodeConfig, db: Database,
+                                                     chest_cr: Path, tmp_path: Path) -> None:
+    archive = Archive(config, db)
+    # a STAT study is analysed first; its PACS priority is recorded, never changed
+    routine = archive.store_file(chest_cr)
+    stat = copy_as(chest_cr, tmp_path / "stat.dcm", StudyInstanceUID=generate_uid(), SeriesInstanceUID=generate_uid(),
+                   SOPInstanceUID=generate_uid(), RequestedProcedurePriority="STAT")
+    stat_uid = archive.store_file(stat).study_uid
+    ct = [archive.store_file(samples.save(ds, tmp_path / f"ct{i}.dcm"))
+          for i, ds in enumerate(samples.ct_series(3, size=64, seed=1))]
+    StabilityMonitor(db, 0.0, hooks=[enqueue_prioritized]).check(now=10**10)
+    jobs = JobQueue(db)
+    first = jobs.claim("w")
+    assert first.study_uid == stat_uid and first.priority == 100
+    analyzer = Analyzer(config, db)
+    analyzer.execute(first)
+    while (job := jobs.claim("w")) is not None:
+        analyzer.execute(job)
+    prio = {r[0]: (r[1], r[2]) for r in db.query("SELECT study_uid, priority, ai_status FROM studies")}
+    assert prio[stat_uid] == ("STAT", "done") and prio[routine.study_uid][1] == "done"
+    # a 3-slice CT matches no task: recorded as not applicable, no job failed
+    assert prio[ct[0].study_uid][1] == "not_applicable"
+    assert jobs.counts()["failed"] == 0
+    outcome = json.loads(db.query("SELECT outcome FROM jobs WHERE study_uid = ?", (ct[0].study_uid,))[0][0])
+    assert "instance(s) < 20" in outcome["routing"]["not_applicable"]
+
+    # a draft a radiologist edited is kept when the study is re-analysed
+    db.execute("UPDATE reports SET author = 'dr.kim', body = ? WHERE study_uid = ?",
+               (json.dumps({"text": "edited"}), routine.study_uid))
+    late = copy_as(chest_cr, tmp_path / "late2.dcm", SOPInstanceUID=generate_uid())
+    archive.store_file(late)
+    summary = analyze_study(config, routine.study_uid)
+    assert summary["report"] == "edited" and "radiologist edited" in \
+        json.loads(db.query("SELECT outcome FROM jobs WHERE study_uid = ? ORDER BY id DESC", (routine.study_uid,))
+                   [0][0])["report"]
+
+
+def test_analyze_cli(cxr_models, config: NodeConfig, db: Database, chest_cr: Path) -> None:
+    src = Archive(config, db).store_file(chest_cr)
+    out = subprocess.run([sys.executable, "-m", "medws", "analyze", "--root", str(config.root), "--study",
+                          src.study_uid, "--json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["ai_status"] == "done" and summary["report"]
+    assert {o["kind"] for o in summary["objects"]} >= {"sr"}
+    bad = subprocess.run([sys.executable, "-m", "medws", "analyze", "--root", str(config.root), "--study", "1.2.3"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "no study 1.2.3" in bad.stderr
