@@ -59,12 +59,13 @@ def move(widget, pos, buttons=Qt.MouseButton.NoButton):
 def open_first(qtbot, win):
     with qtbot.waitSignal(win.worklist_loaded, timeout=10000):
         win.refresh_worklist()
+    win.worklist.table.selectRow(0)
     with qtbot.waitSignal(win.study_opened, timeout=20000):
         qtbot.keyClick(win.worklist.table, Qt.Key.Key_Return)
     return win.session
 
 
-def test_read_correct_and_sign_chest_study(qtbot, window):
+def test_read_correct_and_sign_chest_study(qtbot, window, monkeypatch):
     win, store, studies = window
     with qtbot.waitSignal(win.worklist_loaded, timeout=10000):
         win.refresh_worklist()
@@ -75,6 +76,7 @@ def test_read_correct_and_sign_chest_study(qtbot, window):
     qtbot.waitUntil(lambda: len(win.worklist.rows) == 1, timeout=5000)
     win.worklist.search.setText("")
     qtbot.waitUntil(lambda: len(win.worklist.rows) == 4, timeout=5000)
+    assert win.worklist.current_uid() == studies.extra[0]  # the selection survives a refresh
 
     s = open_first(qtbot, win)
     assert s.study.study_uid == studies.chest_uid and win.pages.currentIndex() == 1
@@ -144,8 +146,14 @@ def test_read_correct_and_sign_chest_study(qtbot, window):
         win.sign_with_password("drkim", "not-the-password")
     assert "password" in blocker.args[0]
 
+    def fill_and_accept(dlg):  # the modal sign dialog, answered as the radiologist would
+        assert dlg.user.text() == "drkim" and dlg.warnings.count() >= 1
+        dlg.password.setText(PASSWORD)
+        return SignDialog.DialogCode.Accepted
+
+    monkeypatch.setattr(SignDialog, "exec", fill_and_accept)
     with qtbot.waitSignal(win.signed, timeout=30000) as blocker:
-        win.sign_with_password("drkim", PASSWORD)
+        qtbot.keyClick(win.report.editor, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
     result = blocker.args[0]
     assert s.report_frozen and win.report.editor.isReadOnly()
     sr = pydicom.dcmread(result.sr_path)

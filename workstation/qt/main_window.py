@@ -94,7 +94,7 @@ class MainWindow(QMainWindow):
     sign_failed = Signal(str)
 
     def __init__(self, store: ReadingStore, users: UserStore, user: str = "",
-                 qa_config: qa.QAConfig | None = None) -> None:
+                 qa_config: qa.QAConfig | None = None, refresh_s: float = 20.0) -> None:
         super().__init__()
         self.store = store
         self.users = users
@@ -151,6 +151,11 @@ class MainWindow(QMainWindow):
         self._save_timer.timeout.connect(self.save_draft)
         self._edit_target: str | None = None
         self._install_shortcuts()
+        # new studies and AI results appear without user action while the worklist is shown
+        self._poll = QTimer(self, interval=int(refresh_s * 1000))
+        self._poll.timeout.connect(self._poll_worklist)
+        if refresh_s > 0:
+            self._poll.start()
 
     # ------------------------------------------------------------------ shortcuts
     def _install_shortcuts(self) -> None:
@@ -287,12 +292,20 @@ class MainWindow(QMainWindow):
         self.refresh_worklist()
         self.worklist.table.setFocus()
 
+    def _poll_worklist(self) -> None:
+        if self.pages.currentIndex() == 0 and not self._workers:
+            self.refresh_worklist()
+
     def refresh_worklist(self) -> None:
         text, status = self.worklist.query()
         self._run("worklist", lambda _p: self.store.worklist(text, status), on_done=self._worklist_done)
 
     def _worklist_done(self, rows) -> None:
+        keep = self.worklist.current_uid()
         self.worklist.set_rows(rows)
+        for i, r in enumerate(rows):
+            if r.study_uid == keep:
+                self.worklist.table.selectRow(i)
         self.status_text.setText(f"{len(rows)} studies")
         self.worklist_loaded.emit(len(rows))
 
