@@ -24,7 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from dicom_node.audit import Audit
 from dicom_node.config import NodeConfig
@@ -166,10 +169,28 @@ def header_from_dataset(ds: Dataset) -> InstanceHeader:
     )
 
 
-def parse_header(file_bytes: bytes) -> InstanceHeader:
-    """Parse a whole DICOM file's header (stopping before Pixel Data)."""
+_HEADER_KEYWORDS = (
+    "SpecificCharacterSet", "ImageType", "SOPClassUID", "SOPInstanceUID", "StudyDate", "StudyTime", "AccessionNumber",
+    "Modality", "ReferringPhysicianName", "StudyDescription", "SeriesDescription", "PatientName", "PatientID",
+    "PatientBirthDate", "PatientSex", "ContrastBolusAgent", "BodyPartExamined", "SliceThickness", "ViewPosition",
+    "StudyInstanceUID", "SeriesInstanceUID", "StudyID", "SeriesNumber", "InstanceNumber", "NumberOfFrames", "Rows",
+    "Columns",
+)
+#: top-level tags the index reads; only these are decoded (the fast path)
+HEADER_TAGS = frozenset(int(tag_for_keyword(k)) for k in _HEADER_KEYWORDS)  # type: ignore[arg-type]
+
+
+def parse_header(data: bytes, transfer_syntax: str) -> InstanceHeader:
+    """Check an encoded data set (no file meta) and read the indexed attributes.
+
+    The whole data set is walked for completeness, but only the elements in
+    :data:`HEADER_TAGS` are decoded (pixel data is never touched).
+    """
+    subset = check_structure(data, transfer_syntax, HEADER_TAGS)
+    deflated = transfer_syntax == DeflatedExplicitVRLittleEndian
     try:
-        ds = pydicom.dcmread(BytesIO(file_bytes), stop_before_pixels=True)
+        ds = read_dataset(BytesIO(subset), transfer_syntax == ImplicitVRLittleEndian and not deflated,
+                          transfer_syntax != ExplicitVRBigEndian)
     except Exception as e:  # noqa: BLE001 - pydicom raises many types for bad input
         raise InvalidDatasetError(f"data set cannot be parsed: {type(e).__name__}") from e
     return header_from_dataset(ds)
@@ -224,17 +245,12 @@ class Archive:
             raise TooLargeError(
                 f"instance of {len(data)} bytes exceeds max_instance_bytes={self.config.max_instance_bytes}"
             )
-        check_structure(data, transfer_syntax)
-        meta_sop_class = sop_class_uid or "1.2.840.10008.5.1.4.1.1.7"
-        meta_sop_inst = sop_instance_uid or "1.2.3"
-        meta = file_meta_bytes(meta_sop_class, meta_sop_inst, transfer_syntax, source_ae)
-        header = parse_header(meta + data)
+        header = parse_header(data, transfer_syntax)
         if sop_class_uid and header.sop_class_uid != sop_class_uid:
             raise SOPClassMismatchError("data set SOP Class UID differs from the request's Affected SOP Class UID")
         if sop_instance_uid and header.sop_instance_uid != sop_instance_uid:
             raise SOPClassMismatchError("data set SOP Instance UID differs from the request's Affected SOP Instance UID")
-        if not sop_class_uid or not sop_instance_uid:
-            meta = file_meta_bytes(header.sop_class_uid, header.sop_instance_uid, transfer_syntax, source_ae)
+        meta = file_meta_bytes(header.sop_class_uid, header.sop_instance_uid, transfer_syntax, source_ae)
         digest = hashlib.sha256(data).hexdigest()
         return self._store_parsed(header, meta, data, digest, transfer_syntax, source_ae)
 

@@ -11,9 +11,6 @@ from __future__ import annotations
 import struct
 import zlib
 
-from pydicom.dataset import FileMetaDataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from dicom_node.errors import InvalidDatasetError
@@ -57,7 +54,8 @@ def _walk_items(buf: bytes, pos: int, end: int, implicit: bool, endian: str, dep
             pos += length
 
 
-def _walk(buf: bytes, pos: int, end: int, implicit: bool, endian: str, depth: int = 0, in_item: bool = False) -> int:
+def _walk(buf: bytes, pos: int, end: int, implicit: bool, endian: str, depth: int = 0, in_item: bool = False,
+          want: frozenset[int] | None = None, found: list[bytes] | None = None) -> int:
     if depth > _MAX_DEPTH:
         raise _bad("sequences nested too deeply")
     last_tag = -1
@@ -73,6 +71,7 @@ def _walk(buf: bytes, pos: int, end: int, implicit: bool, endian: str, depth: in
         if tag <= last_tag and depth == 0:
             raise _bad(f"elements out of order at ({group:04X},{elem:04X})")
         last_tag = tag
+        start = pos
         vr = b""
         if implicit or group == 0xFFFE:
             (length,) = struct.unpack_from(endian + "I", buf, pos + 4)
@@ -99,6 +98,8 @@ def _walk(buf: bytes, pos: int, end: int, implicit: bool, endian: str, depth: in
             if pos + length > end:
                 raise _bad(f"value of ({group:04X},{elem:04X}) runs past the end of the data (truncated)")
             pos += length
+        if want is not None and found is not None and tag in want:
+            found.append(buf[start:pos])
     if in_item:
         raise _bad("item without delimiter (truncated)")
     return pos
@@ -112,29 +113,47 @@ def inflate(data: bytes) -> bytes:
         raise _bad(f"deflate stream is corrupt ({e})") from e
 
 
-def check_structure(data: bytes, transfer_syntax: str) -> None:
+def check_structure(data: bytes, transfer_syntax: str, want: frozenset[int] | None = None) -> bytes:
     """Raise :class:`InvalidDatasetError` unless every element of ``data`` (a data set
-    without file meta, encoded in ``transfer_syntax``) is complete (PS3.5 7.1, 7.5)."""
+    without file meta, encoded in ``transfer_syntax``) is complete (PS3.5 7.1, 7.5).
+
+    Returns the encoded top-level elements whose tags are in ``want``, concatenated
+    in order (a small data set in the same encoding; explicit VR little endian for a
+    deflated one) so a header can be read without parsing the whole data set.
+    """
     if not data:
         raise _bad("empty data set")
     if transfer_syntax == DeflatedExplicitVRLittleEndian:
         data = inflate(data)
     implicit = transfer_syntax == ImplicitVRLittleEndian
     endian = ">" if transfer_syntax == ExplicitVRBigEndian else "<"
-    _walk(data, 0, len(data), implicit, endian)
+    found: list[bytes] = []
+    _walk(data, 0, len(data), implicit, endian, want=want, found=found)
+    return b"".join(found)
+
+
+def _element(group: int, elem: int, vr: bytes, value: bytes) -> bytes:
+    if vr == b"OB":
+        return struct.pack("<HH2s2xI", group, elem, vr, len(value)) + value
+    return struct.pack("<HH2sH", group, elem, vr, len(value)) + value
+
+
+def _text(value: str, pad: bytes) -> bytes:
+    raw = value.encode("ascii")
+    return raw + pad if len(raw) % 2 else raw
 
 
 def file_meta_bytes(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, source_ae: str = "") -> bytes:
-    """Preamble, ``DICM`` prefix and File Meta Information group (PS3.10 7.1)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class_uid
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
-    meta.TransferSyntaxUID = transfer_syntax
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
-    if source_ae:
-        meta.SourceApplicationEntityTitle = source_ae.strip()[:16]
-    fp = DicomBytesIO()
-    fp.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(fp, meta, enforce_standard=True)
-    return fp.getvalue()
+    """Preamble, ``DICM`` prefix and File Meta Information group (PS3.10 7.1),
+    encoded directly (explicit VR little endian, PS3.10 7.1 table 7.1-1)."""
+    body = b"".join([
+        _element(0x0002, 0x0001, b"OB", b"\x00\x01"),
+        _element(0x0002, 0x0002, b"UI", _text(sop_class_uid, b"\0")),
+        _element(0x0002, 0x0003, b"UI", _text(sop_instance_uid, b"\0")),
+        _element(0x0002, 0x0010, b"UI", _text(transfer_syntax, b"\0")),
+        _element(0x0002, 0x0012, b"UI", _text(IMPLEMENTATION_CLASS_UID, b"\0")),
+        _element(0x0002, 0x0013, b"SH", _text(IMPLEMENTATION_VERSION, b" ")),
+    ])
+    if source_ae.strip():
+        body += _element(0x0002, 0x0016, b"AE", _text(source_ae.strip()[:16], b" "))
+    return b"\x00" * 128 + b"DICM" + _element(0x0002, 0x0000, b"UL", struct.pack("<I", len(body))) + body

@@ -1,0 +1,226 @@
+"""Receive throughput: medws vs DCMTK storescp vs Orthanc (issue 2, item 10).
+
+The same N generated CT instances (512 x 512, 16-bit, explicit VR little endian) are
+sent by DCMTK ``storescu`` (``TCP_NODELAY=1`` in its environment) over 1 and over 4
+concurrent associations to each receiver, started fresh for each run:
+
+- medws: ``medws node serve`` (fsync of every file + index transaction before the
+  success status; ``--workers`` acceptor processes on one port for >1 association)
+- DCMTK ``storescp`` (``TCP_NODELAY=1``; writes files, no fsync, no index), at its
+  default settings (one association at a time) and with ``--fork`` (one process per
+  association) for the concurrent runs
+- Orthanc (files + SQLite index)
+
+Wall time runs from the first association request to the last C-STORE response.
+Results go to ``benchmarks/results/bench_store.json`` and ``.md``.
+
+Usage: ``python benchmarks/bench_store.py [--n 400] [--repeat 1] [--quick]``
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from dicom_node import samples  # noqa: E402
+from tests.support.dcmtk import find_tool, wait_port  # noqa: E402
+from tests.support.orthanc import Orthanc  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_files(folder: Path, n: int, size: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [samples.save(ds, folder / f"ct_{i:04d}.dcm")
+            for i, ds in enumerate(samples.ct_series(n, size=size, seed=42, patient_id="MEDWS-BENCH"))]
+
+
+def send(files: list[Path], port: int, ae: str, associations: int) -> float:
+    """storescu over ``associations`` parallel processes; returns the wall time (s)."""
+    storescu = find_tool("storescu")
+    chunks = [files[i::associations] for i in range(associations)]
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen([storescu, "-aet", "BENCHSCU", "-aec", ae, "127.0.0.1", str(port), *map(str, chunk)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env) for chunk in chunks]
+    errors = [p.communicate()[1] for p in procs]
+    wall = time.perf_counter() - t0
+    for p, err in zip(procs, errors):
+        if p.returncode != 0:
+            raise RuntimeError(f"storescu failed: {err.decode()[-500:]}")
+    return wall
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def run_medws(files: list[Path], work: Path, associations: int, workers: int, fsync: bool = True) -> dict:
+    root = work / "medws"
+    port = free_port()
+    env = {**os.environ, "MEDWS_FSYNC": "1" if fsync else "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "medws", "node", "serve", "--root", str(root), "--host", "127.0.0.1",
+                             "--port", str(port), "--ae-title", "MEDWS", "--workers", str(workers),
+                             "--no-require-registered"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=env, text=True)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""  # printed once every acceptor listens
+        if '"listening"' not in line:
+            raise RuntimeError(f"medws serve did not start: {line!r}")
+        wall = send(files, port, "MEDWS", associations)
+    finally:
+        stop(proc)
+    out = subprocess.run([sys.executable, "-m", "medws", "node", "status", "--root", str(root), "--json"],
+                         cwd=REPO, capture_output=True, text=True, check=True)
+    stored = json.loads(out.stdout)["instances"]
+    return {"wall_s": wall, "stored": stored, "workers": workers, "fsync": fsync}
+
+
+def run_storescp(files: list[Path], work: Path, associations: int, fork: bool) -> dict:
+    out_dir = work / "storescp"
+    out_dir.mkdir()
+    port = free_port()
+    args = [find_tool("storescp"), "-aet", "STORESCP", "-od", str(out_dir)] + (["--fork"] if fork else []) + [str(port)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "TCP_NODELAY": "1"})
+    try:
+        wait_port(port)
+        wall = send(files, port, "STORESCP", associations)
+    finally:
+        stop(proc)
+    return {"wall_s": wall, "stored": len(list(out_dir.iterdir())), "fork": fork}
+
+
+def run_orthanc(files: list[Path], work: Path, associations: int) -> dict:
+    server = Orthanc(work / "orthanc")
+    server.start()
+    try:
+        wall = send(files, server.dicom_port, "ORTHANC", associations)
+        stored = int(server.get("/statistics")["CountInstances"])
+    finally:
+        server.stop()
+    return {"wall_s": wall, "stored": stored}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=400)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--repeat", type=int, default=3, help="rounds; the median per configuration is reported")
+    ap.add_argument("--workers", type=int, default=4, help="medws acceptor processes for the concurrent runs")
+    ap.add_argument("--quick", action="store_true", help="tiny smoke run (n=8, one round), results not written")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    args = ap.parse_args(argv)
+    n = 8 if args.quick else args.n
+    if args.quick:
+        args.repeat = 1
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="medws-bench-") as tmp:
+        tmp_path = Path(tmp)
+        files = make_files(tmp_path / "src", n, args.size)
+        total_mb = sum(f.stat().st_size for f in files) / 1e6
+        configs = []
+        for assoc in (1, 4):
+            workers = 1 if assoc == 1 else args.workers
+            configs.append(("medws", assoc, lambda w, a=assoc, k=workers: run_medws(files, w, a, k)))
+            configs.append(("medws (no fsync)", assoc, lambda w, a=assoc, k=workers: run_medws(files, w, a, k, False)))
+            configs.append(("storescp", assoc, lambda w, a=assoc: run_storescp(files, w, a, fork=False)))
+            if assoc > 1:
+                configs.append(("storescp --fork", assoc, lambda w, a=assoc: run_storescp(files, w, a, fork=True)))
+            if shutil.which("Orthanc"):
+                configs.append(("orthanc", assoc, lambda w, a=assoc: run_orthanc(files, w, a)))
+        runs: dict[tuple[str, int], list[dict]] = {}
+        for r in range(args.repeat):  # round-robin, so load changes hit every receiver alike
+            for name, assoc, fn in configs:
+                work = tmp_path / f"{name.replace(' ', '_').replace('(', '').replace(')', '')}_{assoc}_{r}"
+                work.mkdir()
+                res = fn(work)
+                shutil.rmtree(work, ignore_errors=True)
+                if res["stored"] != n:
+                    raise RuntimeError(f"{name}: stored {res['stored']} of {n}")
+                runs.setdefault((name, assoc), []).append(res)
+                print(f"round {r}: {name:18s} assoc={assoc}  {n / res['wall_s']:8.1f} inst/s", flush=True)
+        for (name, assoc), results in runs.items():
+            walls = sorted(x["wall_s"] for x in results)
+            median = walls[len(walls) // 2]
+            row = {"receiver": name, "associations": assoc, "instances": n, "runs": len(walls),
+                   "instances_per_s": n / median, "mb_per_s": total_mb / median, "wall_s": median,
+                   "wall_s_all": [round(w, 3) for w in walls]}
+            rows.append(row)
+            print(f"{name:18s} assoc={assoc}  median {row['instances_per_s']:8.1f} inst/s", flush=True)
+
+    def rate(name: str, assoc: int) -> float | None:
+        for r in rows:
+            if r["receiver"] == name and r["associations"] == assoc:
+                return r["instances_per_s"]
+        return None
+
+    ratios = {}
+    for assoc in (1, 4):
+        m = rate("medws", assoc)
+        for other in ("storescp", "storescp --fork", "orthanc", "medws (no fsync)"):
+            o = rate(other, assoc)
+            if m and o:
+                ratios[f"medws/{other} @{assoc}"] = m / o
+    targets = {"medws/storescp @1 >= 0.5": (ratios.get("medws/storescp @1") or 0) >= 0.5,
+               "medws/storescp @4 >= 1.0": (ratios.get("medws/storescp @4") or 0) >= 1.0}
+    for k, v in ratios.items():
+        print(f"{k:28s} {v:.2f}")
+    for k, v in targets.items():
+        print(f"target {k}: {'met' if v else 'MISSED'}")
+    if args.quick:
+        return 0
+    result = {
+        "benchmark": "bench_store",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "load_avg_1m_at_end": os.getloadavg()[0]},
+        "setup": {"instances": n, "size": f"{args.size}x{args.size} 16-bit CT, explicit VR LE",
+                  "total_mb": round(total_mb, 1), "sender": "DCMTK storescu, TCP_NODELAY=1, one process per association",
+                  "medws": "fsync file + directory, index transaction before success; max PDU 4 MiB; TCP_NODELAY; "
+                           f"no decode; {args.workers} SO_REUSEPORT acceptor processes for the 4-association run",
+                  "storescp": "TCP_NODELAY=1, default PDU, writes files without fsync or index",
+                  "orthanc": "default storage + SQLite index", "repeat": args.repeat,
+                  "statistic": "median wall time over the rounds (receivers run round-robin)"},
+        "rows": rows, "ratios": ratios, "targets_met": targets,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_store.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = ["# bench_store — instances/s received (written by benchmarks/bench_store.py)", "",
+             f"{n} CT instances {args.size}x{args.size} 16-bit ({total_mb:.0f} MB), sender DCMTK storescu "
+             f"(TCP_NODELAY=1), {result['machine']['cpus']} CPUs, {result['date']}.", "",
+             f"Median of {args.repeat} round-robin rounds; 1-minute load average at the end: "
+             f"{result['machine']['load_avg_1m_at_end']:.1f} (shared machine).", "",
+             "| receiver | associations | instances/s | MB/s | median wall s | all wall s |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['receiver']} | {r['associations']} | {r['instances_per_s']:.1f} | {r['mb_per_s']:.1f} | "
+                     f"{r['wall_s']:.2f} | {', '.join(f'{w:.2f}' for w in r['wall_s_all'])} |")
+    lines += ["", "| ratio | value |", "|---|---|"] + [f"| {k} | {v:.2f} |" for k, v in ratios.items()]
+    lines += ["", "Targets: " + "; ".join(f"{k}: {'met' if v else 'missed'}" for k, v in targets.items()), ""]
+    (args.out / "bench_store.md").write_text("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
