@@ -105,3 +105,14 @@ def test_ct_labels_and_aliases():
     assert checks("Solid nodule in the right lower lobe, 19 mm.", f) == ["laterality"]
     assert checks("좌하엽에 30 mm 결절.", f) == ["size"]
     assert checks("Hepatic lesion in segment 4. Left lower lobe nodule 19 mm.", f) == ["absent_mentioned"]
+
+
+def test_messages_in_korean():
+    msgs = qa.run_checks("우측 흉수가 있습니다. 우상엽에 30 mm 결절.", FINDINGS, lang="ko")
+    by = {m.check: m for m in msgs}
+    assert "채택된 소견 #1 (좌측 흉수)" in by["laterality"].message and "좌측" in by["laterality"].message
+    assert by["laterality"].format().startswith("[서명 차단] 1행:")
+    assert "측정값 15.0 mm" in by["size"].message and by["size"].format().startswith("[경고]")
+    crit = qa.run_checks("좌측 기흉.", [Finding("pneumothorax", "left", "accepted", None, "#1")], lang="ko")
+    assert "전달 기록" in crit[0].message
+    assert qa.run_checks("Right pleural effusion.", FINDINGS, lang="xx")[0].format().startswith("[BLOCKS SIGNING]")

@@ -110,11 +110,13 @@ class QAMessage:
     quote: str = ""
     finding: str = ""
     blocking: bool = False
+    lang: str = "en"
 
     def format(self) -> str:
-        where = f"line {self.line}: " if self.line else ""
+        t = MESSAGES.get(self.lang, MESSAGES["en"])
+        where = t["line"].format(n=self.line) if self.line else ""
         quote = f"“{self.quote}” — " if self.quote else ""
-        tag = "BLOCKS SIGNING" if self.blocking else "warning"
+        tag = t["block"] if self.blocking else t["warn"]
         return f"[{tag}] {where}{quote}{self.message}"
 
 
@@ -243,16 +245,66 @@ def _accepted(findings: Iterable[QAFinding]) -> list[QAFinding]:
     return [f for f in findings if f.status == "accepted"]
 
 
-def _describe(f: QAFinding) -> str:
-    side = f"{f.laterality} " if f.laterality else ""
-    return f"{f.ref + ' ' if f.ref else ''}({side}{HUMAN.get(canonical(f.label), f.label)})"
+#: Message templates per language (English; Korean for Korean-reading radiologists).
+MESSAGES: dict[str, dict[str, str]] = {
+    "en": {
+        "laterality": "text says {side} {name}, but the accepted finding {desc} is on the {fside} side",
+        "unmentioned": "accepted finding {desc} is not mentioned in the report",
+        "rejected": "text reports {name}, but the {name} finding {ref} was rejected",
+        "never": "text reports {name}, but no {name} was found by the AI or added by hand "
+                 "(add it as a finding or correct the text)",
+        "size": "text gives {stated:g} mm for {name}, measured {measured:.1f} mm on {desc} "
+                "({pct:.0f}% different, tolerance {tol:.0f}%)",
+        "critical": "critical finding {desc} has no communication note (e.g. 'Discussed with Dr X at 14:05')",
+        "unreviewed": "AI finding {desc} is neither accepted nor rejected",
+        "line": "line {n}: ", "block": "BLOCKS SIGNING", "warn": "warning",
+    },
+    "ko": {
+        "laterality": "본문은 {side} {name}(으)로 기술했으나 채택된 소견 {desc}은(는) {fside}입니다",
+        "unmentioned": "채택된 소견 {desc}이(가) 보고서에 언급되지 않았습니다",
+        "rejected": "본문에 {name}이(가) 기술되어 있으나 {name} 소견 {ref}은(는) 기각되었습니다",
+        "never": "본문에 {name}이(가) 기술되어 있으나 AI가 찾지 않았고 직접 추가되지도 않았습니다 "
+                 "(소견으로 추가하거나 본문을 수정하세요)",
+        "size": "본문의 {name} 크기 {stated:g} mm가 {desc}의 측정값 {measured:.1f} mm와 {pct:.0f}% 다릅니다 "
+                "(허용 {tol:.0f}%)",
+        "critical": "중요 소견 {desc}에 대한 전달 기록이 없습니다 (예: '14:05 담당의 홍길동에게 유선 통보함')",
+        "unreviewed": "AI 소견 {desc}이(가) 채택 또는 기각되지 않았습니다",
+        "line": "{n}행: ", "block": "서명 차단", "warn": "경고",
+    },
+}
+NAMES_KO: dict[str, str] = {
+    "nodule_mass": "결절/종괴", "consolidation": "경화", "interstitial_opacity": "간질성 음영",
+    "pleural_effusion": "흉수", "pneumothorax": "기흉", "liver_lesion": "간 병변", "coronary_calcium": "관상동맥 석회화",
+}
+SIDES_KO: dict[str, str] = {"left": "좌측", "right": "우측", "bilateral": "양측"}
+
+
+def _lang(lang: str) -> str:
+    return lang if lang in MESSAGES else "en"
+
+
+def _name(label: str, lang: str) -> str:
+    return NAMES_KO.get(label, label) if lang == "ko" else HUMAN.get(label, label)
+
+
+def _side(side: str | None, lang: str) -> str:
+    return (SIDES_KO.get(side or "", side or "") if lang == "ko" else (side or ""))
+
+
+def _describe(f: QAFinding, lang: str = "en") -> str:
+    side = f"{_side(f.laterality, lang)} " if f.laterality else ""
+    return f"{f.ref + ' ' if f.ref else ''}({side}{_name(canonical(f.label), lang)})"
+
+
+def _msg(lang: str, key: str, **kw: object) -> str:
+    return MESSAGES[_lang(lang)][key].format(**kw)
 
 
 def _positive(text: str) -> list[Mention]:
     return [m for m in find_mentions(text) if not m.negated]
 
 
-def check_laterality(text: str, findings: Sequence[QAFinding]) -> list[QAMessage]:
+def check_laterality(text: str, findings: Sequence[QAFinding], lang: str = "en") -> list[QAMessage]:
     """A positive mention's side contradicts every accepted finding of that type."""
     out: list[QAMessage] = []
     acc = _accepted(findings)
@@ -266,23 +318,21 @@ def check_laterality(text: str, findings: Sequence[QAFinding]) -> list[QAMessage
         if m.side in sides or "bilateral" in sides or (m.side == "bilateral" and {"left", "right"} <= sides):
             continue
         f = same[0]
-        out.append(QAMessage(
-            "laterality",
-            f"text says {m.side} {HUMAN[m.label]}, but the accepted finding {_describe(f)} is on the "
-            f"{'/'.join(sorted(s for s in sides if s))} side",
-            m.line, m.start, m.end, m.quote, f.ref))
+        fside = "/".join(_side(x, lang) for x in sorted(x for x in sides if x))
+        out.append(QAMessage("laterality", _msg(lang, "laterality", side=_side(m.side, lang),
+                                                name=_name(m.label, lang), desc=_describe(f, lang), fside=fside),
+                             m.line, m.start, m.end, m.quote, f.ref))
     return out
 
 
-def check_unmentioned(text: str, findings: Sequence[QAFinding]) -> list[QAMessage]:
+def check_unmentioned(text: str, findings: Sequence[QAFinding], lang: str = "en") -> list[QAMessage]:
     """An accepted finding whose type the text never mentions positively."""
     labels = {m.label for m in _positive(text)}
-    return [QAMessage("unmentioned", f"accepted finding {_describe(f)} is not mentioned in the report",
-                      finding=f.ref)
+    return [QAMessage("unmentioned", _msg(lang, "unmentioned", desc=_describe(f, lang)), finding=f.ref)
             for f in _accepted(findings) if canonical(f.label) not in labels]
 
 
-def check_absent_mentioned(text: str, findings: Sequence[QAFinding]) -> list[QAMessage]:
+def check_absent_mentioned(text: str, findings: Sequence[QAFinding], lang: str = "en") -> list[QAMessage]:
     """The text asserts a finding that was rejected or never found (nor added by hand)."""
     out: list[QAMessage] = []
     acc_labels = {canonical(f.label) for f in _accepted(findings)}
@@ -293,16 +343,16 @@ def check_absent_mentioned(text: str, findings: Sequence[QAFinding]) -> list[QAM
         pending = [f for f in findings if canonical(f.label) == m.label and f.status == "pending"]
         if pending:
             continue  # reported by the "unreviewed" check
-        if rejected:
-            why = f"the {HUMAN[m.label]} finding {rejected[0].ref} was rejected"
-        else:
-            why = f"no {HUMAN[m.label]} was found by the AI or added by hand (add it as a finding or correct the text)"
-        out.append(QAMessage("absent_mentioned", f"text reports {HUMAN[m.label]}, but {why}",
-                             m.line, m.start, m.end, m.quote, rejected[0].ref if rejected else ""))
+        name = _name(m.label, lang)
+        text_ = (_msg(lang, "rejected", name=name, ref=rejected[0].ref) if rejected
+                 else _msg(lang, "never", name=name))
+        out.append(QAMessage("absent_mentioned", text_, m.line, m.start, m.end, m.quote,
+                             rejected[0].ref if rejected else ""))
     return out
 
 
-def check_size(text: str, findings: Sequence[QAFinding], tolerance: float = 0.20) -> list[QAMessage]:
+def check_size(text: str, findings: Sequence[QAFinding], tolerance: float = 0.20,
+               lang: str = "en") -> list[QAMessage]:
     """A size stated next to a finding differs from every measured size of that type by > tolerance."""
     out: list[QAMessage] = []
     acc = _accepted(findings)
@@ -314,47 +364,47 @@ def check_size(text: str, findings: Sequence[QAFinding], tolerance: float = 0.20
             rel = [abs(stated - s) / s for _, s in measured]
             if min(rel) > tolerance:
                 f, s = measured[rel.index(min(rel))]
-                out.append(QAMessage(
-                    "size", f"text gives {stated:g} mm for {HUMAN[m.label]}, measured {s:.1f} mm on "
-                    f"{_describe(f)} ({min(rel) * 100:.0f}% different, tolerance {tolerance * 100:.0f}%)",
-                    m.line, m.start, m.end, m.quote, f.ref))
+                out.append(QAMessage("size", _msg(lang, "size", stated=stated, name=_name(m.label, lang),
+                                                  measured=s, desc=_describe(f, lang), pct=min(rel) * 100,
+                                                  tol=tolerance * 100),
+                                     m.line, m.start, m.end, m.quote, f.ref))
     return out
 
 
 def check_critical_communication(text: str, findings: Sequence[QAFinding],
-                                 critical: Iterable[str] = ("pneumothorax",)) -> list[QAMessage]:
+                                 critical: Iterable[str] = ("pneumothorax",), lang: str = "en") -> list[QAMessage]:
     """An accepted critical finding needs a communication note (who was told, when)."""
     crit = [f for f in _accepted(findings) if f.label in set(critical)]
     if not crit or _COMM_RE.search(text):
         return []
-    return [QAMessage("critical_communication",
-                      f"critical finding {_describe(f)} has no communication note "
-                      "(e.g. 'Discussed with Dr X at 14:05')", finding=f.ref) for f in crit]
+    return [QAMessage("critical_communication", _msg(lang, "critical", desc=_describe(f, lang)), finding=f.ref)
+            for f in crit]
 
 
-def check_unreviewed(text: str, findings: Sequence[QAFinding]) -> list[QAMessage]:
+def check_unreviewed(text: str, findings: Sequence[QAFinding], lang: str = "en") -> list[QAMessage]:
     """AI findings not yet accepted or rejected."""
-    return [QAMessage("unreviewed", f"AI finding {_describe(f)} is neither accepted nor rejected", finding=f.ref)
+    return [QAMessage("unreviewed", _msg(lang, "unreviewed", desc=_describe(f, lang)), finding=f.ref)
             for f in findings if f.status == "pending"]
 
 
-def run_checks(text: str, findings: Sequence[QAFinding], config: QAConfig | None = None) -> list[QAMessage]:
-    """All enabled checks; messages of blocking checks carry ``blocking=True``."""
+def run_checks(text: str, findings: Sequence[QAFinding], config: QAConfig | None = None,
+               lang: str = "en") -> list[QAMessage]:
+    """All enabled checks (messages in ``lang``: "en" or "ko"); blocking checks carry ``blocking=True``."""
     cfg = config or QAConfig()
     runners = {
-        "laterality": lambda: check_laterality(text, findings),
-        "unmentioned": lambda: check_unmentioned(text, findings),
-        "absent_mentioned": lambda: check_absent_mentioned(text, findings),
-        "size": lambda: check_size(text, findings, cfg.size_tolerance),
-        "critical_communication": lambda: check_critical_communication(text, findings, cfg.critical_labels),
-        "unreviewed": lambda: check_unreviewed(text, findings),
+        "laterality": lambda: check_laterality(text, findings, lang),
+        "unmentioned": lambda: check_unmentioned(text, findings, lang),
+        "absent_mentioned": lambda: check_absent_mentioned(text, findings, lang),
+        "size": lambda: check_size(text, findings, cfg.size_tolerance, lang),
+        "critical_communication": lambda: check_critical_communication(text, findings, cfg.critical_labels, lang),
+        "unreviewed": lambda: check_unreviewed(text, findings, lang),
     }
     out: list[QAMessage] = []
     for name in CHECKS:
         if name in cfg.enabled:
             for msg in runners[name]():
                 out.append(QAMessage(msg.check, msg.message, msg.line, msg.start, msg.end, msg.quote, msg.finding,
-                                     name in cfg.blocking))
+                                     name in cfg.blocking, _lang(lang)))
     return out
 
 

@@ -216,4 +216,4 @@ class ReadingSession:
             self._emit("report")
 
     def qa_messages(self) -> list[qa.QAMessage]:
-        return qa.run_checks(self.report_text, self.review.items, self.qa_config)
+        return qa.run_checks(self.report_text, self.review.items, self.qa_config, self.report_language)

@@ -157,7 +157,7 @@ def sign(store: ReadingStore, users: UserStore, study_uid: str, user_name: str, 
     user = _verify_user(users, user_name, password)
     if store.report(study_uid).state == "signed":
         raise SigningError("this study is already signed; write an addendum")
-    messages = qa.run_checks(text, items, qa_config)
+    messages = qa.run_checks(text, items, qa_config, language)
     block = qa.blocking(messages)
     if block:
         raise SigningBlocked(block)
