@@ -43,6 +43,11 @@ def register(commands) -> None:
                    help="PNG/JPEG only: accept images whose burned-in text you checked carries no identifier")
     x.set_defaults(func=_export)
 
+    i = commands.command("import-decisions", "import radiologists' accept/reject/edit decisions as labels")
+    i.add_argument("--root", required=True, help="archive root (label store and workstation decisions)")
+    i.add_argument("--file", default=None, help="JSON / JSON-lines decisions instead of the archive's review table")
+    i.set_defaults(func=_import_decisions)
+
 
 def _deid(args: argparse.Namespace) -> int:
     from labeling_tool.core.deid import DeidOptions, deidentify_folder
@@ -97,4 +102,21 @@ def _export(args: argparse.Namespace) -> int:
         print(f"medws export-dataset: {e}", file=sys.stderr)
         return 2
     print(f"exported {len(manifest['images'])} image(s) to {args.out}; content hash {manifest['content_sha256']}")
+    return 0
+
+
+def _import_decisions(args: argparse.Namespace) -> int:
+    from labeling_tool.core.errors import LabelingError
+    from labeling_tool.core.preannotate import import_reader_decisions, workstation_decisions
+    from labeling_tool.core.sources import ArchiveSource
+    from labeling_tool.core.store import LabelStore
+
+    try:
+        store = LabelStore.open_for(ArchiveSource(args.root))
+        records = args.file if args.file else workstation_decisions(args.root)
+        n = import_reader_decisions(store, records)
+    except (LabelingError, ValueError, OSError) as e:
+        print(f"medws import-decisions: {e}", file=sys.stderr)
+        return 2
+    print(f"imported {n} decision(s) as labels")
     return 0

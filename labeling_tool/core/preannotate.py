@@ -116,9 +116,52 @@ def import_reader_decisions(store: LabelStore, records: Iterable[Mapping[str, An
         if decision not in ("accepted", "rejected", "edited"):
             raise StoreError(f"decision must be accepted, rejected or edited, not {decision!r}")
         reader = "reader:" + str(r.get("reader") or "unknown")
-        box = r.get("box")
-        kind, data = ("box", dict(zip(("x1", "y1", "x2", "y2"), (float(v) for v in box)))) if box else ("label", {})
-        store.add(image_id, reader, kind, str(r["label"]), data, source="reader", ai_state=decision,
-                  model=str(r.get("model", "")))
+        box, contour = r.get("box"), r.get("contour")
+        shapes = []
+        if box:
+            shapes.append(("box", dict(zip(("x1", "y1", "x2", "y2"), (float(v) for v in box)))))
+        if contour and len(contour) >= 3:
+            shapes.append(("polygon", {"points": [[float(x), float(y)] for x, y in contour]}))
+        for kind, data in shapes or [("label", {})]:
+            store.add(image_id, reader, kind, str(r["label"]), data, source="reader", ai_state=decision,
+                      model=str(r.get("model", "")))
         n += 1
     return n
+
+
+def workstation_decisions(root: str | os.PathLike) -> list[dict[str, Any]]:
+    """Radiologists' decisions recorded by the workstation in the archive's index.
+
+    Reads ``finding_reviews`` (the workstation's review state per finding) and the audit
+    trail (``finding.edit`` events) of the archive at ``root`` and returns records for
+    :func:`import_reader_decisions`: accepted, edited (accepted after an edit) or rejected.
+    Pending findings are left out.
+    """
+    import sqlite3
+
+    from dicom_node.audit import Audit
+    from dicom_node.config import load_config
+    from dicom_node.db import Database
+
+    from labeling_tool.core.errors import LabelingError
+
+    db = Database(load_config(root).database_url)
+    try:
+        try:
+            rows = db.query("SELECT * FROM finding_reviews WHERE status IN ('accepted', 'rejected') ORDER BY updated_at")
+        except sqlite3.OperationalError as e:
+            raise LabelingError(f"the archive at {root} holds no workstation review decisions yet") from e
+        edited = {str(e.get("finding")) for e in Audit(db).events("finding.edit", limit=1_000_000)}
+        out = []
+        for r in rows:
+            data = json.loads(r["data"])
+            if r["status"] == "rejected":
+                decision = "rejected"
+            else:
+                decision = "edited" if r["tracking_uid"] in edited else "accepted"
+            out.append({"sop_instance_uid": data.get("sop_uid") or "", "label": data.get("label", ""),
+                        "decision": decision, "reader": r["reviewer"] or "", "box": data.get("box"),
+                        "contour": data.get("contour"), "source": r["source"]})
+        return out
+    finally:
+        db.close()

@@ -83,8 +83,8 @@ def make_identified_dataset(patient_id: str = "SECRET-PID-1", sop_uid: str | Non
                 t = (group << 16) | elem
                 ds.add(DataElement(t, vr, _identifying_value(vr, i)))
             continue
-        if (tag >> 16) in (0x0000, 0x0002, 0x0004, 0x0088):
-            continue  # command/meta/DICOMDIR groups cannot be in a stored dataset body
+        if (tag >> 16) in (0x0000, 0x0002, 0x0004):
+            continue  # command, file meta (checked separately) and DICOMDIR groups are not dataset attributes
         try:
             vr = dictionary_VR(tag).split(" or ")[0]
         except KeyError:
