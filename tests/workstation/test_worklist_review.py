@@ -101,3 +101,37 @@ def test_query_counts_findings_in_sql(tmp_path):
     assert [r.study_uid for r in store.worklist()][0] == "1.2"
     assert [r.study_uid for r in store.worklist("a1.1")] == ["1.1"]
     store.close()
+
+
+def test_pacs_priority_from_headers_and_ai_never_lowers(tmp_path):
+    import tempfile
+    from pathlib import Path
+
+    from pydicom.dataset import Dataset
+
+    from dicom_node import samples
+    from workstation.core import demo
+    from workstation.core.store import ReadingStore
+    store = ReadingStore.open(tmp_path)
+    uids = {}
+    for name, prio, crit in (("stat", "STAT", False), ("urgent_crit", "URGENT", True), ("plain", None, False)):
+        ds = samples.dx_chest(size=64, seed=len(uids), patient_id=f"P-{name}")
+        if prio:
+            req = Dataset()
+            req.RequestedProcedurePriority = prio
+            ds.RequestAttributesSequence = [req]
+        with tempfile.TemporaryDirectory() as tmp:
+            p = Path(tmp) / "x.dcm"
+            ds.save_as(p, enforce_file_format=True)
+            store.archive.store_file(p)
+        if crit:
+            demo.put_result(store, ds, [demo.Finding("pneumothorax", 0.9, box=(1, 1, 9, 9), laterality="left",
+                                                     image=demo.ImageRef.from_dataset(ds))])
+        uids[name] = str(ds.StudyInstanceUID)
+    rows = {r.study_uid: r for r in store.worklist()}
+    assert rows[uids["stat"]].rank == 0 and rows[uids["stat"]].pacs_priority == "STAT"
+    assert rows[uids["urgent_crit"]].rank == 0 and rows[uids["urgent_crit"]].ai_critical
+    assert rows[uids["plain"]].rank == 2
+    assert store.worklist()[-1].study_uid == uids["plain"]
+    assert len(store.db.query("SELECT * FROM study_priority")) == 3  # read once, cached
+    store.close()

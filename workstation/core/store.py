@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+
+import pydicom
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,12 @@ CREATE TABLE IF NOT EXISTS finding_reviews (
     updated_at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (study_uid, tracking_uid)
 )"""
+_PRIORITY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS study_priority (
+    study_uid TEXT PRIMARY KEY,
+    priority TEXT NOT NULL,
+    checked_at DOUBLE PRECISION NOT NULL
+)"""
 
 
 class StoreError(Exception):
@@ -69,6 +77,7 @@ class ReadingStore:
         self.db = Database(config.database_url)
         self.db.init_schema()
         self.db.execute(_REVIEW_SCHEMA)
+        self.db.execute(_PRIORITY_SCHEMA)
         self.audit = Audit(self.db)
         self.archive = Archive(config, self.db, self.audit)
 
@@ -81,7 +90,25 @@ class ReadingStore:
 
     # ---------------------------------------------------------------- worklist
     def worklist(self, text: str = "", status: str | None = None, modality: str | None = None) -> list[worklist.WorklistRow]:
-        return worklist.query(self.db, text, status, modality)
+        return worklist.query(self.db, text, status, modality, pacs_priority=self.pacs_priorities())
+
+    def pacs_priorities(self) -> dict[str, str]:
+        """Study UID → PACS priority, read once per study from the header of one of its images (cached)."""
+        missing = self.db.query(
+            "SELECT s.study_uid, MIN(i.path) AS path FROM studies s JOIN instances i ON i.study_uid = s.study_uid "
+            "WHERE s.study_uid NOT IN (SELECT study_uid FROM study_priority) GROUP BY s.study_uid")
+        for r in missing:
+            try:
+                ds = pydicom.dcmread(self.archive.absolute(r["path"]), stop_before_pixels=True,
+                                     specific_tags=["RequestAttributesSequence", "RequestedProcedurePriority",
+                                                    "StudyPriorityID"])
+                prio = worklist.priority_from_header(ds)
+            except Exception as e:  # noqa: BLE001 - an unreadable header means "routine", logged
+                logger.warning("priority of a study not readable (%s); routine", type(e).__name__)
+                prio = ""
+            self.db.execute("INSERT INTO study_priority (study_uid, priority, checked_at) VALUES (?, ?, ?) "
+                            "ON CONFLICT (study_uid) DO NOTHING", (r["study_uid"], prio, time.time()))
+        return {r["study_uid"]: r["priority"] for r in self.db.query("SELECT study_uid, priority FROM study_priority")}
 
     def study_paths(self, study_uid: str) -> list[Path]:
         paths = self.archive.study_paths(study_uid)

@@ -89,13 +89,15 @@ def critical_in(data: dict, critical: frozenset[str] = CRITICAL_LABELS) -> bool:
 
 
 def query(db, text: str = "", status: str | None = None, modality: str | None = None,
-          critical: frozenset[str] = CRITICAL_LABELS) -> list[WorklistRow]:
+          critical: frozenset[str] = CRITICAL_LABELS, pacs_priority: dict[str, str] | None = None) -> list[WorklistRow]:
     """Worklist rows from the node's index (:class:`dicom_node.db.Database`), filtered and sorted.
 
     Reads ``studies`` ⋈ ``patients``, ``findings.data`` (JSON) for critical labels,
-    ``reports.state`` for status; an optional ``studies.priority`` column holds the PACS
-    priority (absent columns count as routine).
+    ``reports.state`` for status.  The PACS priority comes from an optional
+    ``studies.priority`` column, else from ``pacs_priority`` (study UID → priority read from
+    the images' headers), else routine.
     """
+    pacs_priority = pacs_priority or {}
     cols = {r[1] for r in db.query("PRAGMA table_info(studies)")}
     prio_col = "s.priority" if "priority" in cols else "''"
     rows = db.query(
@@ -121,9 +123,20 @@ def query(db, text: str = "", status: str | None = None, modality: str | None = 
         uid = r["study_uid"]
         has_results = uid in found
         n_findings, crit = found.get(uid, (0, False))
+        prio = r["priority"] or pacs_priority.get(uid, "")
         row = WorklistRow(uid, r["patient_id"] or "", str(r["patient_name"]), r["accession"], r["study_date"],
-                          r["modalities"], r["description"], r["priority"], crit,
-                          status_of(has_results, reports.get(uid, [])), priority_rank(r["priority"], crit), n_findings)
+                          r["modalities"], r["description"], prio, crit,
+                          status_of(has_results, reports.get(uid, [])), priority_rank(prio, crit), n_findings)
         if matches(row, text, status, modality):
             out.append(row)
     return sort_rows(out)
+
+
+def priority_from_header(ds) -> str:
+    """PACS priority of an image's request: Requested Procedure Priority (0040,1003), top level or in the
+    Request Attributes Sequence (0040,0275), else Study Priority ID (0032,000C); "" if none."""
+    for item in [ds, *list(getattr(ds, "RequestAttributesSequence", []) or [])]:
+        v = getattr(item, "RequestedProcedurePriority", "")
+        if v:
+            return str(v).strip().upper()
+    return str(getattr(ds, "StudyPriorityID", "") or "").strip().upper()
