@@ -1,0 +1,1 @@
+"""Low-dose CT denoising at run time (numpy + ONNX Runtime): ``denoise_series``."""

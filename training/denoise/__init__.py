@@ -1,0 +1,1 @@
+"""Low-dose CT denoising networks (MONAI/torch): data, training, evaluation, ONNX export."""
