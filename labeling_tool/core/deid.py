@@ -365,7 +365,7 @@ def detect_text_boxes(image: np.ndarray, min_chars: int = 3) -> list[tuple[int, 
     tophat = img - ndimage.grey_opening(img, size=(7, 7))
     span = hi - lo
     # high-contrast bright strokes, or saturated strokes over a bright background
-    strokes = ((tophat > 0.3 * span) & (img >= lo + 0.6 * span)) | ((tophat > 0.1 * span) & (img >= hi - 0.03 * span))
+    strokes = ((tophat > 0.3 * span) & (img >= lo + 0.6 * span)) | ((tophat > 0.1 * span) & (img >= hi - 0.1 * span))
     labels, n = ndimage.label(strokes, structure=np.ones((3, 3), dtype=bool))
     if n == 0:
         return []
