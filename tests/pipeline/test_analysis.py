@@ -21,6 +21,7 @@ from dicom_node.jobs import JobQueue
 from dicom_node.peers import PeerRegistry
 from dicom_node.stability import StabilityMonitor
 from tests.pipeline.conftest import copy_as
+from tests.results.sources import assert_valid, dsr2xml
 
 
 def _objects(db: Database, study: str, state: str = "current") -> dict[str, list[str]]:
@@ -66,6 +67,10 @@ def test_chest_cr_gets_sr_seg_gsps_findings_and_draft(cxr_models, config: NodeCo
         pr = pydicom.dcmread(archive.absolute(rows[objs["gsps"][0]]["path"]))
         assert pr.ReferencedSeriesSequence[0].ReferencedImageSequence[0].ReferencedSOPInstanceUID \
             == src.sop_instance_uid
+    # every object passes dicom3tools' dciodvfy and DCMTK reads it
+    for uid in sum(objs.values(), []):
+        assert_valid(archive.absolute(rows[uid]["path"]))
+    assert "UNVERIFIED" in dsr2xml(archive.absolute(rows[objs["sr"][0]]["path"]))
     # findings for the workstation, the draft linked to the SR
     frows = db.query("SELECT kind, model_name, data FROM findings WHERE study_uid = ?", (src.study_uid,))
     assert [(r["kind"], r["model_name"]) for r in frows] == [("cxr", "cxr-lesions")]
@@ -110,6 +115,8 @@ def test_chest_cr_gets_sr_seg_gsps_findings_and_draft(cxr_models, config: NodeCo
     assert [r[0] for r in db.query("SELECT job_id FROM findings WHERE study_uid = ?", (src.study_uid,))] == \
         [new_job.id, new_job.id]  # one result per radiograph, none left from the earlier run
     assert len(db.query("SELECT 1 FROM reports WHERE study_uid = ?", (src.study_uid,))) == 1
+    assert_valid(archive.absolute(db.query("SELECT path FROM ai_objects WHERE sop_instance_uid = ?",
+                                           (new["sr"][0],))[0][0]))
     # outbox items of superseded objects that were never sent are withdrawn
     assert {r[0] for r in db.query("SELECT DISTINCT state FROM outbox WHERE sop_instance_uid IN (%s)" %
                                    ",".join("?" * len(sum(objs.values(), []))), sum(objs.values(), []))} \
