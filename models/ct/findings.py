@@ -35,10 +35,16 @@ def axes_mm(mask: np.ndarray, spacing) -> tuple[float, float]:
     return best
 
 
-def describe(mask: np.ndarray, hu: np.ndarray, vol) -> dict[str, Any]:
-    """Centre (voxel and patient mm), long/short axis, volume, mean HU of one lesion mask."""
+def grow(sl: tuple[slice, ...], margin: int, shape) -> tuple[slice, ...]:
+    """A bounding box (from ``ndimage.find_objects``) enlarged by ``margin`` voxels."""
+    return tuple(slice(max(0, s.start - margin), min(n, s.stop + margin)) for s, n in zip(sl, shape))
+
+
+def describe(mask: np.ndarray, hu: np.ndarray, vol, offset=(0, 0, 0)) -> dict[str, Any]:
+    """Centre (voxel and patient mm), long/short axis, volume, mean HU of one lesion mask
+    (``mask``/``hu`` may be a crop whose first voxel is ``offset`` in ``vol``)."""
     zz, yy, xx = np.nonzero(mask)
-    c = np.array([zz.mean(), yy.mean(), xx.mean()])
+    c = np.array([zz.mean(), yy.mean(), xx.mean()]) + np.asarray(offset, float)
     long_ax, short_ax = axes_mm(mask, vol.spacing)
     return {
         "centre_voxel_zyx": [round(float(v), 2) for v in c],

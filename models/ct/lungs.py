@@ -26,27 +26,32 @@ def body_mask(hu: np.ndarray, threshold: float = -500.0) -> np.ndarray:
 
 
 def lung_mask(hu: np.ndarray, spacing: tuple[float, float, float], threshold: float = -400.0,
-              min_volume_ml: float = 20.0) -> np.ndarray:
-    """Both lungs: air inside the body (< ``threshold`` HU), components ≥ ``min_volume_ml``,
-    closed so vessels and juxta-vascular nodules are inside (holes filled per slice)."""
-    body = body_mask(hu)
-    air = (hu < threshold) & body
-    vox_ml = float(np.prod(spacing)) / 1000.0
-    if air.sum() * vox_ml < 2 * min_volume_ml and (hu < threshold).sum() * vox_ml >= 2 * min_volume_ml:
-        # a field of view cropped inside the body: the lungs reach the image border
-        body = np.ones(hu.shape, bool)
-        air = hu < threshold
+              min_volume_ml: float = 20.0, max_median_air_hu: float = -975.0) -> np.ndarray:
+    """Both lungs of any chest CT (no given masks needed).
+
+    Air (< ``threshold`` HU) is split into 3-D components; a component is lung when it holds
+    ≥ ``min_volume_ml`` and its median HU is above ``max_median_air_hu`` (parenchyma is
+    about -850 HU; the air around the patient and bowel gas are about -1000 HU).  The result
+    is closed and its holes filled per slice so vessels and nodules lie inside.  Works on
+    fields of view cropped inside the body, where the lungs reach the image border.
+    """
+    air = hu < threshold
+    air = ndimage.binary_opening(air, structure=np.ones((1, 3, 3), bool))
     lab, n = ndimage.label(air)
     if n == 0:
         return air
-    sizes = ndimage.sum_labels(air, lab, index=np.arange(1, n + 1)) * vox_ml
-    keep = np.nonzero(sizes >= min_volume_ml)[0] + 1
+    vox_ml = float(np.prod(spacing)) / 1000.0
+    idx = np.arange(1, n + 1)
+    sizes = ndimage.sum_labels(air, lab, index=idx) * vox_ml
+    keep = []
+    for i in idx[sizes >= min_volume_ml]:
+        vals = hu[lab == i]
+        if float(np.median(vals)) > max_median_air_hu:
+            keep.append(i)
     m = np.isin(lab, keep)
-    # bowel gas below the diaphragm is rarely that large, but reject components touching no
-    # slice where the air is bilateral is overkill here: keep by size only.
     r = max(1, int(round(3.0 / spacing[1])))
     m = ndimage.binary_closing(m, structure=np.ones((1, 2 * r + 1, 2 * r + 1), bool))
-    m = np.stack([ndimage.binary_fill_holes(s) for s in m]) & body
+    m = np.stack([ndimage.binary_fill_holes(s) for s in m])
     return m
 
 
@@ -64,16 +69,30 @@ def split_left_right(lungs: np.ndarray, direction: np.ndarray) -> np.ndarray:
     return out
 
 
-def approximate_lobe(zyx: np.ndarray, lungs: np.ndarray, direction: np.ndarray) -> str:
+def lung_extent(lungs: np.ndarray) -> tuple[float, float, float] | None:
+    """(median column, first slice, last slice) of a lung mask, for :func:`approximate_lobe`."""
+    cols = lungs.any(axis=(0, 1))
+    zs = np.nonzero(lungs.any(axis=(1, 2)))[0]
+    if zs.size == 0:
+        return None
+    w = lungs.sum(axis=(0, 1)).astype(float)
+    cum = np.cumsum(w)
+    mid = float(np.searchsorted(cum, cum[-1] / 2))
+    del cols
+    return mid, float(zs[0]), float(zs[-1])
+
+
+def approximate_lobe(zyx: np.ndarray, lungs: np.ndarray, direction: np.ndarray,
+                     extent: tuple[float, float, float] | None = None) -> str:
     """Lobe of a point by position when no lobe masks are given: side by the lung midline,
     upper/middle/lower by the height within the lung (approximation, says so in its name)."""
-    zz, yy, xx = np.nonzero(lungs)
-    if zz.size == 0:
+    extent = extent or lung_extent(lungs)
+    if extent is None:
         return "unknown"
+    mid, lo, hi = extent
     sign = np.sign(direction[0, 0]) or 1.0
-    side = "left" if (zyx[2] - np.median(xx)) * sign > 0 else "right"
+    side = "left" if (zyx[2] - mid) * sign > 0 else "right"
     zsign = np.sign(direction[2, 2]) or 1.0  # slice index increases towards head when > 0
-    lo, hi = np.percentile(zz, [0, 100])
     frac = (zyx[0] - lo) / max(hi - lo, 1)
     height = frac if zsign > 0 else 1 - frac  # 0 = base, 1 = apex
     if side == "left":

@@ -1,0 +1,245 @@
+"""Multi-phase liver task: phases identified, registered to the portal-venous phase,
+liver and lesions segmented (ONNX Runtime, registry model ``ct-liver-lesion-seg``), per
+lesion size, HU in every phase and enhancement pattern (arterial hyperenhancement,
+washout, enhancing capsule — LI-RADS v2018 major features, as descriptive measurements).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from models.ct.errors import PhaseError
+from models.ct.findings import describe
+from models.ct.phases import PhaseCall, identify
+from models.ct.volume import CTVolume, resample, resample_mask
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "ct-liver-lesion-seg"
+SPACING = (1.5, 1.5, 1.5)
+PATCH = 64
+STRIDE = 48
+CHANNEL_PHASES = ("arterial", "portal-venous", "delayed")
+HU_LO, HU_HI = -100.0, 300.0
+APHE_HU = 20.0
+WASHOUT_HU = 10.0
+CAPSULE_HU = 15.0
+
+
+def normalise(hu: np.ndarray) -> np.ndarray:
+    """[-100, 300] HU → [0, 1] (shared by training and inference)."""
+    return np.clip((hu - HU_LO) / (HU_HI - HU_LO), 0.0, 1.0).astype(np.float32)
+
+
+def enhancement_pattern(lesion_hu: dict[str, float], liver_hu: dict[str, float],
+                        rim_hu: dict[str, float]) -> dict[str, bool]:
+    """Descriptive LI-RADS major features from mean HU per phase.
+
+    - arterial hyperenhancement: lesion ≥ liver + 20 HU in the arterial phase;
+    - washout: lesion ≤ liver − 10 HU in the portal-venous or delayed phase, after an
+      arterial phase in which it enhanced (lesion gained ≥ 20 HU over non-contrast when
+      available, else showed arterial hyperenhancement);
+    - capsule: the 1.5–3 mm rim ≥ liver + 15 HU and ≥ lesion + 15 HU in portal/delayed.
+    """
+    def diff(ph, a, b):
+        return a.get(ph, np.nan) - b.get(ph, np.nan)
+
+    aphe = bool(diff("arterial", lesion_hu, liver_hu) >= APHE_HU)
+    enhanced = aphe
+    if "non-contrast" in lesion_hu and "arterial" in lesion_hu:
+        enhanced = enhanced or lesion_hu["arterial"] - lesion_hu["non-contrast"] >= 20
+    wash = bool(enhanced and any(diff(p, lesion_hu, liver_hu) <= -WASHOUT_HU for p in ("portal-venous", "delayed")))
+    cap = bool(any(diff(p, rim_hu, liver_hu) >= CAPSULE_HU and diff(p, rim_hu, lesion_hu) >= CAPSULE_HU
+                   for p in ("portal-venous", "delayed")))
+    return {"arterial_hyperenhancement": aphe, "washout": wash, "capsule": cap}
+
+
+def suggestion(pattern: dict[str, bool], long_axis_mm: float, lesion_hu: dict[str, float]) -> str:
+    """A descriptive category (not LI-RADS, which needs the at-risk population)."""
+    if all(abs(v) < 20 for v in lesion_hu.values()) or (
+            "portal-venous" in lesion_hu and lesion_hu["portal-venous"] < 20):
+        return "cyst-like (water attenuation, no enhancement)"
+    if pattern["arterial_hyperenhancement"] and (pattern["washout"] or pattern["capsule"]):
+        return "HCC-like features" + (" (>= 10 mm)" if long_axis_mm >= 10 else " (< 10 mm)")
+    if not pattern["arterial_hyperenhancement"]:
+        return "hypo-enhancing lesion (metastasis-like or other)"
+    return "indeterminate enhancing lesion"
+
+
+@dataclass
+class LiverInput:
+    reference: CTVolume  # portal-venous (native grid)
+    work: CTVolume  # reference resampled to 1.5 mm
+    channels: np.ndarray  # (3, z, y, x) HU on the work grid (arterial, PV, delayed)
+    phase_hu: dict[str, np.ndarray]  # every available phase on the work grid (registered)
+    calls: list[PhaseCall]
+    registration: dict[str, dict]
+    windows: list[tuple[int, int, int]]
+    transforms: dict | None = None  # phase → SimpleITK transform (reference point → phase point)
+
+
+def _windows(shape) -> list[tuple[int, int, int]]:
+    from models.ct.nodules import window_starts
+
+    return [(z, y, x) for z in window_starts(shape[0], PATCH, STRIDE) for y in window_starts(shape[1], PATCH, STRIDE)
+            for x in window_starts(shape[2], PATCH, STRIDE)]
+
+
+class LiverPipeline:
+    """``pre_process`` (phases + registration) → ``predict`` (ONNX) → ``post_process``."""
+
+    name = MODEL_NAME
+
+    def __init__(self, model=None, threshold: float = 0.5, min_diameter_mm: float = 5.0,
+                 threads: int | None = None, register_phases: bool = True) -> None:
+        self._model = model
+        self.threshold = threshold
+        self.min_diameter_mm = min_diameter_mm
+        self.threads = threads
+        self.register_phases = register_phases
+        self.version = None
+
+    @property
+    def model(self):
+        if self._model is None:
+            from models.registry import Registry
+
+            reg = Registry()
+            entry = reg.get(MODEL_NAME)
+            self.version = entry.card.version
+            self.threshold = float(entry.card.thresholds.get("lesion", self.threshold))
+            self._model = reg.session(MODEL_NAME, threads=self.threads)
+        return self._model
+
+    def pre_process(self, vols: list[CTVolume]) -> LiverInput:
+        from models.ct.registration import register
+
+        calls = identify(vols)
+        by_phase: dict[str, CTVolume] = {}
+        for v, c in zip(vols, calls):
+            if c.phase in by_phase:
+                logger.info("two series called %s; keeping the first", c.phase)
+                continue
+            by_phase[c.phase] = v
+        contrast = [p for p in CHANNEL_PHASES if p in by_phase]
+        if not contrast:
+            raise PhaseError(f"no contrast-enhanced phase among {len(vols)} series (found "
+                             f"{[c.phase for c in calls]}); the liver task needs at least the portal-venous phase")
+        ref_phase = "portal-venous" if "portal-venous" in by_phase else contrast[-1]
+        ref = by_phase[ref_phase]
+        work = resample(ref, SPACING)
+        phase_hu: dict[str, np.ndarray] = {ref_phase: work.hu}
+        reg_info: dict[str, dict] = {}
+        transforms: dict = {}
+        for ph, v in by_phase.items():
+            if ph == ref_phase:
+                continue
+            if self.register_phases:
+                r = register(ref, v)
+                moved = r.moved
+                transforms[ph] = r.transform
+                reg_info[ph] = {"metric": r.metric, "parameters": list(r.transform.GetParameters())
+                                if hasattr(r.transform, "GetParameters") else None}
+            else:
+                moved = v
+            phase_hu[ph] = _onto(moved, work)
+        chans = np.stack([phase_hu.get(p, phase_hu[ref_phase]) for p in CHANNEL_PHASES])
+        return LiverInput(ref, work, chans, phase_hu, calls, reg_info, _windows([max(n, PATCH) for n in work.shape]),
+                          transforms)
+
+    def predict(self, x: LiverInput, batch: int = 2) -> np.ndarray:
+        """(2, z, y, x) probabilities: liver, lesion."""
+        img = normalise(x.channels)
+        pad = [(0, 0)] + [(0, max(0, PATCH - n)) for n in img.shape[1:]]
+        img = np.pad(img, pad)
+        acc = np.zeros((2,) + img.shape[1:], np.float32)
+        cnt = np.zeros(img.shape[1:], np.float32)
+        from models.ct.nodules import _window_weight
+
+        w = _window_weight()
+        model = self.model
+        name = model.input_names[0] if hasattr(model, "input_names") else "image"
+        for i in range(0, len(x.windows), batch):
+            ws = x.windows[i:i + batch]
+            arr = np.stack([img[:, z:z + PATCH, y:y + PATCH, xx:xx + PATCH] for z, y, xx in ws])
+            out = model.run({name: arr})
+            logits = next(iter(out.values())) if isinstance(out, dict) else out[0]
+            prob = 1.0 / (1.0 + np.exp(-logits))
+            for (z, y, xx), p in zip(ws, prob):
+                acc[:, z:z + PATCH, y:y + PATCH, xx:xx + PATCH] += p * w
+                cnt[z:z + PATCH, y:y + PATCH, xx:xx + PATCH] += w
+        prob = acc / np.maximum(cnt, 1e-6)
+        s = x.work.shape
+        return prob[:, :s[0], :s[1], :s[2]]
+
+    def segment(self, prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(liver mask, lesion label map) on the work grid."""
+        liver = prob[0] >= 0.5
+        lab, n = ndimage.label(liver)
+        if n:
+            sizes = ndimage.sum_labels(liver, lab, np.arange(1, n + 1))
+            liver = lab == (int(np.argmax(sizes)) + 1)
+        lesion = (prob[1] >= self.threshold) & ndimage.binary_dilation(liver, iterations=3)
+        liver = np.stack([ndimage.binary_fill_holes(sl) for sl in (liver | lesion)])
+        lab, n = ndimage.label(lesion)
+        vox = float(np.prod(SPACING))
+        out = np.zeros(lesion.shape, np.uint16)
+        k = 0
+        for i in range(1, n + 1):
+            m = lab == i
+            if (6 * m.sum() * vox / np.pi) ** (1 / 3) >= self.min_diameter_mm:
+                k += 1
+                out[m] = k
+        return liver, out
+
+    def post_process(self, prob: np.ndarray, x: LiverInput) -> dict[str, Any]:
+        from models.ct.findings import grow
+
+        liver, lesions = self.segment(prob)
+        work = x.work
+        findings = []
+        occupied = lesions > 0
+        for k, sl0 in enumerate(ndimage.find_objects(lesions), start=1):
+            if sl0 is None:
+                continue
+            sl = grow(sl0, 12, lesions.shape)
+            m = lesions[sl] == k
+            off = [s.start for s in sl]
+            d = describe(m, work.hu[sl], work, off)
+            ring = ndimage.binary_dilation(m, iterations=2) & ~m
+            bg = (ndimage.binary_dilation(m, iterations=10) & liver[sl]
+                  & ~ndimage.binary_dilation(occupied[sl], iterations=3))
+            les_hu = {p: round(float(a[sl][m].mean()), 1) for p, a in x.phase_hu.items()}
+            liv_hu = {p: round(float(a[sl][bg].mean()), 1) for p, a in x.phase_hu.items()} if bg.any() else {}
+            rim_hu = {p: round(float(a[sl][ring].mean()), 1) for p, a in x.phase_hu.items()}
+            pat = enhancement_pattern(les_hu, liv_hu, rim_hu)
+            d["centre_voxel_zyx"] = [round(float(v), 2) for v in x.reference.patient_to_voxel(d["centre_patient_mm"])]
+            findings.append({"label": "liver lesion", "probability": round(float(prob[1][sl][m].max()), 4), **d,
+                             "hu_by_phase": les_hu, "liver_hu_by_phase": liv_hu, "rim_hu_by_phase": rim_hu,
+                             **pat, "type": suggestion(pat, d["long_axis_mm"], les_hu),
+                             "category": suggestion(pat, d["long_axis_mm"], les_hu), "segment": None,
+                             "mask_label": k})
+        liver_ml = float(liver.sum() * np.prod(SPACING) / 1000)
+        mask = resample_mask(lesions, work, x.reference) if findings else np.zeros(x.reference.shape, np.uint16)
+        return {"task": "liver", "model": self.name, "version": self.version,
+                "phases": [{"phase": c.phase, "source": c.source, "evidence": c.evidence} for c in x.calls],
+                "registration": x.registration, "liver_volume_ml": round(liver_ml, 1),
+                "n_lesions": len(findings), "findings": findings,
+                "_mask": mask, "_liver": resample_mask(liver.astype(np.uint8), work, x.reference), "_prob": prob}
+
+    def __call__(self, vols: list[CTVolume]) -> dict[str, Any]:
+        x = self.pre_process(vols)
+        return self.post_process(self.predict(x), x)
+
+
+def _onto(v: CTVolume, ref: CTVolume) -> np.ndarray:
+    """Resample ``v`` onto ``ref``'s grid (linear, nearest extrapolation)."""
+    import SimpleITK as sitk
+
+    out = sitk.Resample(v.to_sitk(), ref.to_sitk(), sitk.Transform(), sitk.sitkLinear, -1024.0, sitk.sitkFloat32,
+                        useNearestNeighborExtrapolator=True)
+    return sitk.GetArrayFromImage(out)

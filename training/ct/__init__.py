@@ -1,0 +1,2 @@
+"""CT model training (torch/MONAI): nodule and liver-lesion segmentation networks, training
+loops with wall-clock budgets, held-out evaluation, ONNX export with parity check, cards."""
