@@ -179,3 +179,33 @@ def test_shadow_mode_records_agreement(tmp_path):
     assert s["cases"] == 2
     assert s["classes"]["a"]["agreement"] == 1.0 and s["classes"]["b"]["agreement"] == 0.5
     assert s["classes"]["a"]["mean_abs_score_diff"] == pytest.approx(0.1)
+
+
+def test_scoring_the_installed_cxr_model_on_an_export(shared_data, tmp_path):
+    """The gate's scorer runs the shipped cxr-lesions model on exported real radiographs."""
+    from labeling_tool.core.export import export_dataset
+    from labeling_tool.core.sources import FolderSource
+    from labeling_tool.core.store import LabelStore
+    from models.errors import ModelError
+    from models.registry import Registry
+    from training.datasets.medws_export import load_medws_export
+    from training.promotion.scoring import score_records
+
+    try:
+        entry = Registry().get("cxr-lesions")
+        model = Registry().session("cxr-lesions", threads=1)
+    except ModelError:
+        pytest.skip("cxr-lesions is not installed in the registry")
+    folder = tmp_path / "png"
+    folder.mkdir()
+    for src in sorted((shared_data / "cxr" / "normal-openist" / "images").glob("*.jpg"))[:3]:
+        (folder / f"{src.stem}_0.jpg").write_bytes(src.read_bytes())
+    store = LabelStore.open_for(FolderSource(folder))
+    for row in store.images():
+        store.set_image_label(row["image_id"], "alice", "normal")
+        store.mark_labelled(row["image_id"], "alice")
+        store.review(row["image_id"], "rev", "approve")
+    export_dataset(store, tmp_path / "ds", fractions=(0.0, 0.0, 1.0))
+    records = load_medws_export(tmp_path / "ds", split="test")
+    scores = score_records(model, records, CLASSES, entry.card.classes, int(entry.card.input["size"]))
+    assert scores.shape == (3, 5) and np.all((scores >= 0) & (scores <= 1))
