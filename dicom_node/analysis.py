@@ -48,6 +48,7 @@ from dicom_node import gsps, report, routing, seg, sr
 from dicom_node.archive import Archive
 from dicom_node.config import CONFIG_FILE, NodeConfig
 from dicom_node.db import Database
+from dicom_node.embeddings import StudyIndexer
 from dicom_node.errors import ConfigError, JobError, NodeError
 from dicom_node.findings import AnalysisResult, ResultError
 from dicom_node.jobs import Job, JobQueue
@@ -213,6 +214,15 @@ def _save_dataset(ds: Dataset, folder: Path) -> Path:
     return Path(name)
 
 
+def _renamed(ds: Dataset, series_uid: str, sop_uid: str) -> Dataset:
+    """``ds`` with the given Series and SOP Instance UIDs."""
+    ds.SeriesInstanceUID = series_uid
+    ds.SOPInstanceUID = sop_uid
+    if getattr(ds, "file_meta", None) is not None:
+        ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    return ds
+
+
 def merge_results(results: list[AnalysisResult]) -> AnalysisResult:
     """One result for a multi-image study: all findings (each names its image),
     maximum abnormality and scores."""
@@ -247,6 +257,7 @@ class Analyzer:
         self.archive = Archive(config, db)
         self.jobs = JobQueue(db)
         self.tasks = tasks or TaskCache(self.analysis.ort_threads)
+        self.similarity = StudyIndexer(config.root, db, self.analysis.ort_threads)  # similar-case embeddings
         ensure_schema(db)
 
     # -------------------------------------------------------------- dispatch
@@ -258,6 +269,8 @@ class Analyzer:
                 outcome = self._route(job)
             else:
                 outcome = self._run_task(job, t0)
+            if outcome.get("state") == "done":
+                self.similarity.after_job(job)  # never raises
             WAKE.set()
             return outcome
         except Exception as e:  # noqa: BLE001 - a job failure must not stop the worker
@@ -399,15 +412,22 @@ class Analyzer:
         """Build SR/SEG/GSPS and store them in the archive; returns their descriptions."""
         t0 = time.perf_counter()
         analysed = [(r, srcs) for r, srcs in output.results if not r.skipped]
-        if not analysed:
-            return [], 0.0
         uid = lambda *p: derived_uid(job.study_uid, job.task, job.content_key, *p)  # noqa: E731
         planned: list[tuple[str, str, str, Any]] = []  # kind, series uid, sop uid, builder
-        merged = merge_results([r for r, _ in analysed])
-        sources = [ds for _, srcs in analysed for ds in srcs]
-        preds = self._predecessor_srs(job)
-        planned.append(("sr", uid("sr-series"), uid("sr", 1), lambda s, i: sr.build_measurement_report(
-            merged, sources, study_type=study_type, predecessors=preds, series_instance_uid=s, sop_instance_uid=i)))
+        for k, ds in enumerate(output.derived):
+            # deterministic UIDs so a re-run after a crash stores nothing twice
+            src_uid = ds.SourceImageSequence[0].ReferencedSOPInstanceUID if "SourceImageSequence" in ds else k
+            planned.append(("derived", uid("derived-series"), uid("derived", src_uid),
+                            lambda s, i, d=ds: _renamed(d, s, i)))
+        if not analysed and not planned:
+            return [], 0.0
+        if analysed:
+            merged = merge_results([r for r, _ in analysed])
+            sources = [ds for _, srcs in analysed for ds in srcs]
+            preds = self._predecessor_srs(job)
+            planned.append(("sr", uid("sr-series"), uid("sr", 1), lambda s, i: sr.build_measurement_report(
+                merged, sources, study_type=study_type, predecessors=preds, series_instance_uid=s,
+                sop_instance_uid=i)))
         n = 0
         for result, srcs in analysed:
             if not result.findings:

@@ -43,6 +43,7 @@ class TaskOutput:
     """
 
     results: list[tuple[AnalysisResult, list[Dataset]]] = field(default_factory=list)
+    derived: list[Dataset] = field(default_factory=list)  # derived images (e.g. a denoised series)
     skipped: list[str] = field(default_factory=list)
     models: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -150,6 +151,31 @@ class CtTask:
         return out
 
 
+# ------------------------------------------------------------------ CT denoising
+class DenoiseTask:
+    """Low-dose CT denoising (``models.denoise``): a derived series in the same study."""
+
+    name = "ct-denoise"
+    study_type = "ct_denoise"
+
+    def __init__(self, threads: int | None = None) -> None:
+        try:
+            from models.denoise.task import CtDenoiser
+
+            self.denoiser = CtDenoiser()
+        except Exception as e:  # noqa: BLE001 - missing module, model or weights
+            raise TaskUnavailableError(f"ct-denoise: model not available ({e})") from e
+
+    def run(self, files: list[Path]) -> TaskOutput:
+        from models.denoise.task import denoise_series
+
+        t0 = time.perf_counter()
+        datasets = [pydicom.dcmread(f) for f in files]
+        derived = denoise_series(datasets, denoiser=self.denoiser)
+        return TaskOutput(derived=derived, models={self.denoiser.name: self.denoiser.version},
+                          timings={"model_s": round(time.perf_counter() - t0, 4)})
+
+
 # ------------------------------------------------------------------ registry
 TaskFactory = Callable[[int | None], Task]  # factory(ort_threads) -> task
 
@@ -158,6 +184,7 @@ TASKS: dict[str, TaskFactory] = {
     "ct-nodule": lambda threads: CtTask("ct-nodule"),
     "cac": lambda threads: CtTask("cac"),
     "liver": lambda threads: CtTask("liver"),
+    "ct-denoise": lambda threads: DenoiseTask(threads),
 }
 
 

@@ -38,6 +38,7 @@ class DemoAnalysis:
                                             for j in s["jobs"] if j["task"] == "analyze"), None),
                     "unavailable": next((j["outcome"].get("unavailable") for j in s["jobs"]
                                          if j["task"] == "analyze" and j["outcome"].get("unavailable")), None),
+                    "errors": [f"{j['task']}: {j['error']}" for j in s["jobs"] if j["state"] == "failed"],
                     "report": (s["report"] or "").splitlines()}
             print(json.dumps(line, ensure_ascii=False), flush=True)
         print(json.dumps(node_status(db), sort_keys=True), flush=True)

@@ -191,3 +191,29 @@ def test_analyze_cli(cxr_models, config: NodeConfig, db: Database, chest_cr: Pat
     bad = subprocess.run([sys.executable, "-m", "medws", "analyze", "--root", str(config.root), "--study", "1.2.3"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "no study 1.2.3" in bad.stderr
+
+
+def test_low_dose_chest_ct_gets_a_denoised_series(config: NodeConfig, db: Database, tmp_path: Path) -> None:
+    from dicom_node.tasks import TaskCache
+
+    why = TaskCache().available("ct-denoise")
+    if why:
+        pytest.skip(why)
+    archive = Archive(config, db)
+    files = []
+    for i, ds in enumerate(samples.ct_series(24, size=64, seed=5, patient_id="MEDWS-LDCT")):
+        ds.CTDIvol = 1.4  # low dose (mGy)
+        files.append(samples.save(ds, tmp_path / f"ld{i:02d}.dcm"))
+    study = [archive.store_file(f) for f in files][0].study_uid
+    summary = analyze_study(config, study)
+    routed = [j for j in summary["jobs"] if j["task"] == "analyze"][0]["outcome"]["routing"]["tasks"]
+    assert [t["task"] for t in routed] == ["ct-nodule", "ct-denoise"]
+    job = [j for j in summary["jobs"] if j["task"] == "ct-denoise"][0]
+    assert job["state"] == "done" and job["models"]
+    derived = _objects(db, study)["derived"]
+    assert len(derived) == 24
+    rows = [r for r in archive.instances(study_uid=study) if r["sop_instance_uid"] in set(derived)]
+    assert len({r["series_uid"] for r in rows}) == 1 and all(r["source_ae"] == AI_SOURCE_AE for r in rows)
+    ds = pydicom.dcmread(archive.absolute(rows[0]["path"]))
+    assert "DERIVED" in ds.ImageType and ds.StudyInstanceUID == study
+    assert analyze_study(config, study)["jobs"] == summary["jobs"]  # same content: not again
