@@ -227,16 +227,31 @@ def _from_dataset(ds: Any, path: str) -> Radiograph:
     if stored.ndim != 2:
         raise UnsupportedInputError(f"{name}: expected a 2-D image, got pixel array shape {stored.shape}")
 
-    # Integer data: run the grayscale pipeline once per possible stored value and apply it as
-    # one lookup table (what a display does; one pass over the image instead of several).
+    invert = photometric == "MONOCHROME1" or (
+        photometric == "MONOCHROME2" and _text(ds, "PresentationLUTShape").upper() == "INVERSE")
     lo, hi = (int(stored.min()), int(stored.max())) if stored.size else (0, 0)
-    if stored.dtype.kind in "iu" and hi - lo < (1 << 17):
+    affine = _affine_to_unit(ds, lo, hi) if stored.dtype.kind in "iu" else None
+    if affine is not None:
+        # the usual case (rescale + linear window / 8-bit / min-max) is one affine map and a
+        # clip: done in place on one float32 copy
+        x0, a, window, voi = affine
+        pixels = stored.astype(np.float32)
+        pixels -= np.float32(x0)
+        pixels *= np.float32(a)
+        np.clip(pixels, 0.0, 1.0, out=pixels)
+        if invert:  # MONOCHROME1 shows its minimum as white (PS3.3 C.7.6.3.1.2)
+            np.subtract(np.float32(1.0), pixels, out=pixels)
+    elif stored.dtype.kind in "iu" and hi - lo < (1 << 17):
+        # other integer data (LUT sequences, sigmoid): run the grayscale pipeline once per
+        # possible stored value and apply it as one lookup table, in row blocks
         base = min(lo, 0)
         domain = np.arange(base, hi + 1, dtype=np.int64)
         present_range = (lo - base, hi - base + 1)  # the stored values that can occur in this image
         lut, window, voi = _grayscale(domain, ds, photometric, present_range)
-        index = stored if base == 0 else stored.astype(np.int64) - base
-        pixels = np.take(lut, index)
+        pixels = np.empty(stored.shape, dtype=np.float32)
+        for r in range(0, stored.shape[0], 64):
+            block = stored[r:r + 64]
+            np.take(lut, block if base == 0 else block.astype(np.int64) - base, out=pixels[r:r + 64])
     else:
         pixels, window, voi = _grayscale(stored, ds, photometric, None)
 
@@ -259,6 +274,40 @@ def _from_dataset(ds: Any, path: str) -> Radiograph:
         path=path,
         extra={"view_code": _view_code_meaning(ds)},
     )
+
+
+def _affine_to_unit(ds: Any, lo: int, hi: int) -> tuple[float, float, tuple[float, float] | None, str] | None:
+    """``(x0, a, window, voi)`` with presentation = clip((stored - x0) * a, 0, 1), or None.
+
+    Covers Rescale Slope/Intercept followed by a LINEAR or LINEAR_EXACT window
+    (PS3.3 C.11.2.1.2), an 8-bit image without VOI, or min-max; LUT sequences and SIGMOID
+    windows are not affine (None: the caller uses :func:`_grayscale`).
+    """
+    if "ModalityLUTSequence" in ds or ds.get("VOILUTSequence"):
+        return None
+    has_rescale = "RescaleSlope" in ds or "RescaleIntercept" in ds
+    m = float(ds.get("RescaleSlope", 1.0) or 1.0) if has_rescale else 1.0
+    k = float(ds.get("RescaleIntercept", 0.0) or 0.0) if has_rescale else 0.0
+    if m == 0:
+        return None
+    if "WindowCenter" in ds and "WindowWidth" in ds:
+        center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+        function = (_text(ds, "VOILUTFunction") or "LINEAR").upper()
+        if function == "LINEAR" and width > 1:
+            v0, span = center - 0.5 - (width - 1) / 2, width - 1  # C.11.2.1.2.1
+        elif function == "LINEAR_EXACT" and width > 0:
+            v0, span = center - width / 2, width  # C.11.2.1.3.2
+        else:
+            return None  # SIGMOID, width-1 threshold, invalid widths: element-wise path raises/handles
+        return (v0 - k) / m, m / span, (center, width), f"window {center:g}/{width:g} {function}"
+    if int(ds.get("BitsStored", 16)) <= 8 and int(ds.get("PixelRepresentation", 0)) == 0 and not has_rescale:
+        return 0.0, 1.0 / (2 ** int(ds.get("BitsStored", 8)) - 1), None, "8-bit / 255 (no VOI in the header)"
+    if hi == lo:
+        return float(lo), 0.0, None, "min-max (no VOI in the header)"
+    # (v - v_min) / (v_max - v_min) with v = m * stored + k
+    if m > 0:
+        return float(lo), 1.0 / (hi - lo), None, "min-max (no VOI in the header)"
+    return float(hi), -1.0 / (hi - lo), None, "min-max (no VOI in the header)"
 
 
 def _grayscale(stored: np.ndarray, ds: Any, photometric: str,

@@ -209,3 +209,26 @@ def test_dicom_without_preamble(tmp_path):
     ds.save_as(path, enforce_file_format=False, implicit_vr=False, little_endian=True)
     assert path.read_bytes()[128:132] != b"DICM"
     np.testing.assert_array_equal(load_radiograph(path).pixels, ref)
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME1", "MONOCHROME2"])
+@pytest.mark.parametrize("tags", [
+    {"WindowCenter": 1800, "WindowWidth": 900},
+    {"WindowCenter": 1800, "WindowWidth": 900, "VOILUTFunction": "LINEAR_EXACT"},
+    {"WindowCenter": 1800, "WindowWidth": 900, "VOILUTFunction": "SIGMOID"},
+    {"WindowCenter": -500, "WindowWidth": 1500, "RescaleSlope": -1.5, "RescaleIntercept": 1000},
+    {"RescaleSlope": -2, "RescaleIntercept": 10},
+    {"RescaleSlope": 3, "RescaleIntercept": -7},
+    {},
+])
+def test_fast_paths_equal_the_elementwise_pipeline(photometric, tags):
+    """The affine and lookup-table paths give the element-wise PS3.4 N.2.1 result."""
+    from models.imaging import _grayscale
+
+    rng = np.random.default_rng(7)
+    stored = rng.integers(0, 4096, size=(37, 53)).astype(np.uint16)
+    ds = make_radiograph_ds(stored, photometric=photometric, **tags)
+    expected, window, voi = _grayscale(stored.astype(np.int64), ds, photometric, None)
+    r = load_radiograph(ds)
+    np.testing.assert_allclose(r.pixels, expected, atol=2e-6)
+    assert r.window == window and r.voi == voi
