@@ -63,3 +63,29 @@ def copy_as(src: Path, dst: Path, **changes: str) -> Path:
             ds.file_meta.MediaStorageSOPInstanceUID = value
     ds.save_as(dst)
     return dst
+
+
+def sensitive_models(folder: Path, threshold: float = 0.05) -> Path:
+    """A registry folder holding the installed chest X-ray models unchanged (same ONNX
+    weights, sha256 verified) under an operating point low enough that every class
+    fires, as version ``99.0.0`` so it is chosen: the end-to-end tests need findings
+    (for SEG and GSPS) whatever the shipped model's operating point says about the
+    test image.  Point ``MEDWS_MODELS_DIR`` at the returned folder."""
+    import json
+    import shutil
+
+    from models.registry import Registry
+
+    reg = Registry()
+    for name in ("cxr-lung", "cxr-lesions"):
+        entry = reg.get(name)
+        dst = folder / name / "99.0.0"
+        dst.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(entry.onnx_path, dst / entry.onnx_path.name)
+        card = json.loads(entry.card_path.read_text())
+        card["version"] = "99.0.0"
+        if name == "cxr-lesions":
+            card["thresholds"] = {k: threshold for k in card["thresholds"]}
+            card.setdefault("extra", {})["seg_threshold"] = threshold
+        (dst / entry.card_path.name).write_text(json.dumps(card, indent=2))
+    return folder

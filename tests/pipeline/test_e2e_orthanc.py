@@ -15,7 +15,7 @@ from pydicom.uid import generate_uid
 
 from dicom_node import scu
 from dicom_node.peers import Peer
-from tests.pipeline.conftest import copy_as
+from tests.pipeline.conftest import copy_as, sensitive_models
 from tests.pipeline.harness import SENDER_AE, MedwsServer, orthanc_objects, wait_for
 from tests.support.orthanc import Orthanc, orthanc_binary
 
@@ -25,8 +25,10 @@ AI_MODALITIES = {"SR", "SEG", "PR"}
 
 
 @pytest.fixture
-def pacs_and_node(cxr_models, tmp_path: Path) -> Iterator[tuple[Orthanc, MedwsServer]]:
+def pacs_and_node(cxr_models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Orthanc, MedwsServer]]:
     orthanc_binary()
+    # the installed models at an operating point where the test image has findings
+    monkeypatch.setenv("MEDWS_MODELS_DIR", str(sensitive_models(tmp_path / "models")))
     orthanc = Orthanc(tmp_path / "orthanc")
     node = MedwsServer(tmp_path / "medws", orthanc.dicom_port)
     orthanc.modalities = {"medws": ("MEDWS", "127.0.0.1", node.port)}
@@ -80,10 +82,11 @@ def test_orthanc_push_results_back_outage_and_crash(pacs_and_node, chest_cr: Pat
     held = orthanc_objects(orthanc, study)
     assert held["CR"] == [cr_sop] and "SR" in held
     db = node.db()
-    n_findings = db.query("SELECT data FROM findings WHERE study_uid = ?", (study,))[0][0].count('"label"')
+    data = db.query("SELECT data FROM findings WHERE study_uid = ?", (study,))[0][0]
+    critical = db.query("SELECT ai_critical FROM studies WHERE study_uid = ?", (study,))[0][0]
     db.close()
-    if n_findings:
-        assert len(held["SEG"]) == 1 and len(held["PR"]) == 1
+    assert data.count('"label"') > 0 and len(held["SR"]) == len(held["SEG"]) == len(held["PR"]) == 1
+    assert critical == (1 if '"label": "pneumothorax"' in data else 0)  # critical AI finding flagged
     sid = orthanc.study_id(study)
     for series in orthanc.get(f"/studies/{sid}/series"):
         modality = series["MainDicomTags"]["Modality"]
