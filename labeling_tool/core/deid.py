@@ -365,7 +365,9 @@ def detect_text_boxes(image: np.ndarray, min_chars: int = 3) -> list[tuple[int, 
     tophat = img - ndimage.grey_opening(img, size=(7, 7))
     span = hi - lo
     # high-contrast bright strokes, or saturated strokes over a bright background
+    noise = 1.4826 * float(np.median(np.abs(img - ndimage.median_filter(img, size=3))))  # robust sigma
     strokes = ((tophat > 0.3 * span) & (img >= lo + 0.6 * span)) | ((tophat > 0.1 * span) & (img >= hi - 0.1 * span))
+    strokes &= tophat > 6.0 * noise
     labels, n = ndimage.label(strokes, structure=np.ones((3, 3), dtype=bool))
     if n == 0:
         return []
