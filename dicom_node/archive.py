@@ -299,8 +299,8 @@ class Archive:
         self._write_file(path, meta, data)
         now = time.time()
         with self.db.transaction() as conn:
-            if old_path is not None:
-                self._remove_row(conn, h.sop_instance_uid)
+            # re-checked inside the transaction: another association may have stored it meanwhile
+            self._remove_row(conn, h.sop_instance_uid)
             self._index(conn, h, rel, len(meta) + len(data), digest, transfer_syntax, source_ae, now)
             if outcome is StoreOutcome.REPLACED:
                 self.audit.record("instance.replaced", source_ae, conn=conn, sop_instance_uid=h.sop_instance_uid,

@@ -12,6 +12,7 @@ import json
 import logging
 import multiprocessing
 import os
+import queue
 import select
 import signal
 import socket
@@ -92,12 +93,61 @@ class _WaitingTime:
             return
         sock = getattr(getattr(thread, "socket", None), "socket", None)
         if sock is not None and getattr(thread, "assoc", None) is not None:  # a DUL reactor
+            outgoing = getattr(thread, "to_provider_queue", None)
+            waiting = [sock]
+            if isinstance(outgoing, _WakingQueue):
+                if outgoing.qsize():
+                    return
+                waiting.append(outgoing.wake_fd)
             try:
-                select.select([sock], [], [], seconds)
+                ready, _, _ = select.select(waiting, [], [], seconds)
             except (OSError, ValueError):
                 time.sleep(seconds)
+                return
+            if isinstance(outgoing, _WakingQueue) and outgoing.wake_fd in ready:
+                outgoing.drain()
             return
         time.sleep(seconds)
+
+
+class _WakingQueue(queue.Queue):  # type: ignore[type-arg]
+    """The DUL's outgoing-primitive queue, with a pipe that becomes readable on
+    ``put`` so a DUL waiting in ``select`` on its socket also wakes to send."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wake_fd, self._write_fd = os.pipe()
+        os.set_blocking(self.wake_fd, False)
+        os.set_blocking(self._write_fd, False)
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        try:
+            os.write(self._write_fd, b"\0")
+        except (BlockingIOError, OSError):
+            pass
+
+    def drain(self) -> None:
+        try:
+            while os.read(self.wake_fd, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def __del__(self) -> None:  # after the DUL thread that used it is gone
+        for fd in (self.wake_fd, self._write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _wake_dul_on_send(event: Any) -> None:
+    """EVT_REQUESTED: give this association's DUL a :class:`_WakingQueue` (its
+    outgoing queue is still empty: nothing has been answered yet)."""
+    dul = event.assoc.dul
+    if isinstance(dul.to_provider_queue, queue.Queue) and not dul.to_provider_queue.qsize():
+        dul.to_provider_queue = _WakingQueue()
 
 
 def install_event_driven_waits() -> None:
@@ -177,7 +227,8 @@ class Node:
     def event_handlers(self) -> list[Any]:
         """``evt_handlers`` with their bound dependencies."""
         c = self.config
-        return [
+        tuning = [(evt.EVT_REQUESTED, _wake_dul_on_send)] if c.event_driven_waits else []
+        return tuning + [
             (evt.EVT_REQUESTED, handlers.handle_requested, [self.peers, self.audit, c.require_registered]),
             (evt.EVT_C_ECHO, handlers.handle_echo),
             (evt.EVT_C_STORE, handlers.handle_store, [self.archive]),
