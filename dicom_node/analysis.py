@@ -48,7 +48,10 @@ from dicom_node import gsps, report, routing, seg, sr
 from dicom_node.archive import Archive
 from dicom_node.config import CONFIG_FILE, NodeConfig
 from dicom_node.db import Database
-from dicom_node.embeddings import StudyIndexer
+try:  # similar-case embeddings (dicom_node/embeddings.py, another engineer's module)
+    from dicom_node.embeddings import StudyIndexer
+except ImportError:  # pragma: no cover - a checkout without it still analyses
+    StudyIndexer = None  # type: ignore[assignment,misc]
 from dicom_node.errors import ConfigError, JobError, NodeError
 from dicom_node.findings import AnalysisResult, ResultError
 from dicom_node.jobs import Job, JobQueue
@@ -257,7 +260,8 @@ class Analyzer:
         self.archive = Archive(config, db)
         self.jobs = JobQueue(db)
         self.tasks = tasks or TaskCache(self.analysis.ort_threads)
-        self.similarity = StudyIndexer(config.root, db, self.analysis.ort_threads)  # similar-case embeddings
+        self.similarity = (StudyIndexer(config.root, db, self.analysis.ort_threads)  # similar-case embeddings
+                           if StudyIndexer is not None else None)
         ensure_schema(db)
 
     # -------------------------------------------------------------- dispatch
@@ -269,7 +273,7 @@ class Analyzer:
                 outcome = self._route(job)
             else:
                 outcome = self._run_task(job, t0)
-            if outcome.get("state") == "done":
+            if outcome.get("state") == "done" and self.similarity is not None:
                 self.similarity.after_job(job)  # never raises
             WAKE.set()
             return outcome
