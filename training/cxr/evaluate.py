@@ -158,18 +158,18 @@ def _grid_geometries(n: int, size: int) -> list[Letterbox]:
     return [Letterbox.for_shape(size, size, size) for _ in range(n)]
 
 
-def evaluate(lung_model, lesion_model, data: str | Path, seg_threshold: float = 0.5) -> dict:
+def evaluate(lung_model, lesion_model, data: str | Path, seg_threshold: float = 0.5,
+             cache: str | Path | None = None) -> dict:
     """Compute every metric of the module docstring; returns {"lung": ..., "lesions": ..., "thresholds": ...}."""
-    from training.cxr.data import (grid_from_pairs, grid_from_records, nih_records, openist_pairs,
-                                   read_grey, synthetic_eval_set)
+    from training.cxr.data import nih_records, openist_pairs, read_grey, synthetic_eval_set
     from training.cxr.train_lung import dice
+
+    from training.cxr.train_lesion import load_training_grids
 
     data = Path(data)
     recs = nih_records(data / "nih")
-    nih = grid_from_records(recs)
-    openist = grid_from_pairs(openist_pairs(data / "normal-openist"))
-    size = nih.images.shape[-1]
-    nih_tr, nih_te = nih.split("train"), nih.split("test")
+    nih_tr, nih_te, openist = load_training_grids(data, cache)
+    size = nih_te.images.shape[-1]
     op_tr, op_te = openist.split("train"), openist.split("test")
 
     # lung fields: held-out Dice at source resolution

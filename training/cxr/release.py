@@ -30,24 +30,27 @@ def parity_images(data: Path, n: int = 4) -> np.ndarray:
     return grid_from_pairs([(str(p), None) for p in samples]).images[:, None]
 
 
-def export_both(out: Path, data: Path, version: str, n_lung: int, n_real: int, n_bg: int) -> tuple[Path, Path]:
-    """Export lung.pt and lesion.pt from ``out`` into ``out/zoo``."""
+def export_both(out: Path, data: Path, version: str, n_lung: int, n_real: int, n_bg: int,
+                zoo: Path | None = None, lung_ckpt: Path | None = None) -> tuple[Path, Path]:
+    """Export lung.pt and lesion.pt from ``out`` into ``zoo`` (default ``out/zoo``)."""
     from training.cxr.export import export_lesion, export_lung
 
+    zoo = zoo or out / "zoo"
     imgs = parity_images(data)
-    lung_dir = export_lung(out / "lung.pt", out / "zoo", version, imgs, TRAINING_DATA_LUNG.format(n=n_lung))
-    les_dir = export_lesion(out / "lesion.pt", out / "zoo", version, imgs,
+    lung_dir = export_lung(lung_ckpt or out / "lung.pt", zoo, version, imgs, TRAINING_DATA_LUNG.format(n=n_lung))
+    les_dir = export_lesion(out / "lesion.pt", zoo, version, imgs,
                             TRAINING_DATA_LESION.format(real=n_real, bg=n_bg))
     return lung_dir, les_dir
 
 
-def evaluate_into_cards(zoo: Path, data: Path, threads: int = 2) -> dict:
+def evaluate_into_cards(zoo: Path, data: Path, threads: int = 2, cache: Path | None = None) -> dict:
     """Run :func:`training.cxr.evaluate.evaluate` on ``zoo``'s models and write both cards."""
     from models.registry import Registry
     from training.cxr.evaluate import evaluate, write_card
 
     reg = Registry([zoo])
-    metrics = evaluate(reg.session("cxr-lung", threads=threads), reg.session("cxr-lesions", threads=threads), data)
+    metrics = evaluate(reg.session("cxr-lung", threads=threads), reg.session("cxr-lesions", threads=threads), data,
+                       cache=cache)
     write_card("cxr-lung", metrics, reg.get("cxr-lung").card_path)
     write_card("cxr-lesions", metrics, reg.get("cxr-lesions").card_path)
     return metrics
@@ -92,3 +95,33 @@ def merge_backgrounds(openist, nih_normals):
         lungs=np.concatenate([openist.lungs, nih_normals.lungs]),
         spacing=np.concatenate([openist.spacing, nih_normals.spacing]),
     )
+
+
+def main(argv: list[str] | None = None) -> int:  # pragma: no cover - release helper
+    """Export checkpoints of a finished (background) run into a zoo and evaluate them into the cards."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--data", type=Path, default=Path("../shared/data/cxr"))
+    ap.add_argument("--out", type=Path, required=True, help="folder with lesion.pt (and lung.pt)")
+    ap.add_argument("--lung", type=Path, default=None, help="lung checkpoint (default OUT/lung.pt)")
+    ap.add_argument("--zoo", type=Path, default=Path("models/zoo"))
+    ap.add_argument("--version", required=True)
+    ap.add_argument("--cache", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO)
+    train_json = json.loads((args.out / "lesion_train.json").read_text()) if (args.out / "lesion_train.json").exists() else {}
+    from training.cxr.data import openist_pairs, split_of
+
+    n_lung = sum(split_of(Path(a).stem) == "train" for a, _ in openist_pairs(args.data / "normal-openist"))
+    export_both(args.out, args.data, args.version, n_lung, train_json.get("real_n", 477), train_json.get("normals_n", 384),
+                zoo=args.zoo, lung_ckpt=args.lung)
+    metrics = evaluate_into_cards(args.zoo, args.data, args.threads, cache=args.cache)
+    print(json.dumps(metrics, indent=1, default=str)[:4000])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

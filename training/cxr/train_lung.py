@@ -49,6 +49,7 @@ def train_lung(
     device: str | None = None,
     seed: int = 0,
     max_steps: int | None = None,
+    lr: float = 3e-3,
 ) -> dict:
     """Train; keep the checkpoint with the best held-out Dice. Returns the training summary."""
     out = Path(out_dir)
@@ -59,7 +60,7 @@ def train_lung(
     net = lung_unet().to(dev)
     if init_from:
         net.load_state_dict(torch.load(init_from, map_location=dev))
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     loss_fn = DiceCELoss(sigmoid=True)
     t0 = time.time()
     best, step, history = -1.0, 0, []
@@ -108,11 +109,14 @@ def main() -> None:  # pragma: no cover - background job entry point
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--budget-s", type=float, default=1080.0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--init-from", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO)
     grid = grid_from_pairs(openist_pairs(Path(args.data) / "normal-openist"))
-    print(json.dumps(train_lung(grid.split("train"), grid.split("test"), args.epochs, args.out, args.budget_s)["best_test_dice"]))
+    print(json.dumps(train_lung(grid.split("train"), grid.split("test"), args.epochs, args.out, args.budget_s,
+                                init_from=args.init_from, lr=args.lr)["best_test_dice"]))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,69 @@
+"""Write ``docs/cxr_metrics.md`` from the model cards (numbers come only from the cards,
+which ``medws eval cxr`` wrote). ``python -m training.cxr.report [--zoo DIR] [--out FILE]``."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from models.registry import Registry
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _auc_row(name: str, m: dict) -> str:
+    ci = m.get("ci95")
+    ci_s = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "n/a"
+    return f"| {name} | {_fmt(m.get('auroc'))} | {ci_s} | {m.get('n_pos')} | {m.get('n_neg')} |"
+
+
+def render(reg: Registry) -> str:
+    """Markdown tables of the cards' metrics."""
+    lung = reg.get("cxr-lung").card
+    les = reg.get("cxr-lesions").card
+    m = les.metrics
+    lines = [f"# Chest X-ray model metrics (generated from the model cards by `python -m training.cxr.report`)", "",
+             f"Models: `{lung.name}` {lung.version}, `{les.name}` {les.version}; measured {m.get('measured_at')} "
+             f"by `{m.get('measured_by')}`.", "",
+             f"## Lung fields\n\nHeld-out Dice {lung.metrics['heldout_dice_mean']:.4f} (min {lung.metrics['heldout_dice_min']:.4f}, "
+             f"n = {lung.metrics['n_images']}): {lung.metrics['data']}.", ""]
+    for key, title in (("real_nih_heldout", "Real held-out NIH"), ("synthetic_heldout", "Held-out synthetic lesions")):
+        part = m[key]
+        lines += [f"## {title}", "", part["data"], "", "| class | AUROC | 95% CI | positives | negatives |", "|---|---|---|---|---|"]
+        if "abnormal_vs_normal" in part:
+            lines.append(_auc_row("abnormal vs normal", part["abnormal_vs_normal"]))
+        lines += [_auc_row(c, part["per_class"][c]) for c in les.classes]
+        loc = part.get("localisation", {})
+        if loc:
+            lines += ["", "| class | GT boxes | hit rate at operating point | FROC sens. @0.25 / 0.5 / 1 / 2 FP per image |",
+                      "|---|---|---|---|"]
+            for c, v in loc.items():
+                s = v["froc_sensitivity_at_fp_per_image"]
+                lines.append(f"| {c} | {v['gt_boxes']} | {v['hit_rate_at_operating_point']:.3f} | "
+                             f"{s['0.25']:.2f} / {s['0.5']:.2f} / {s['1.0']:.2f} / {s['2.0']:.2f} |")
+        if key == "real_nih_heldout":
+            lines += ["", part.get("localisation_data", "")]
+        lines.append("")
+    fpr = m["fpr_real_normals_at_operating_points"]
+    lines += ["## False-positive rate on held-out real normals at the operating points", "", fpr["data"] + "; " + m["operating_points"] + ".", "",
+              "| " + " | ".join(k for k in fpr if k != "data") + " |", "|" + "---|" * (len(fpr) - 1),
+              "| " + " | ".join(f"{v:.3f}" for k, v in fpr.items() if k != "data") + " |", "",
+              "Operating points: " + ", ".join(f"{k} {v:.3f}" for k, v in les.thresholds.items()), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the markdown file."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--zoo", default=None)
+    ap.add_argument("--out", default="docs/cxr_metrics.md")
+    args = ap.parse_args(argv)
+    reg = Registry([args.zoo]) if args.zoo else Registry()
+    Path(args.out).write_text(render(reg))
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
