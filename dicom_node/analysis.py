@@ -28,10 +28,10 @@ calls :meth:`Analyzer.execute`.
 from __future__ import annotations
 
 import abc
+import io
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 import tomllib
@@ -210,11 +210,14 @@ WAKE = threading.Event()
 DELIVERY_WAKE = threading.Event()
 
 
-def _save_dataset(ds: Dataset, folder: Path) -> Path:
-    fd, name = tempfile.mkstemp(suffix=".dcm", dir=folder)
-    os.close(fd)
-    ds.save_as(name, enforce_file_format=True)
-    return Path(name)
+def encode_dataset(ds: Dataset) -> tuple[bytes, str]:
+    """(data set bytes without the file meta, transfer syntax UID) of ``ds``, in memory."""
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    raw = buf.getvalue()
+    # File Meta Information Group Length (0002,0000) UL: its value sits at 132 + 8 (PS3.10 7.1)
+    group_length = int.from_bytes(raw[140:144], "little")
+    return raw[132 + 12 + group_length:], str(ds.file_meta.TransferSyntaxUID)
 
 
 def _renamed(ds: Dataset, series_uid: str, sop_uid: str) -> Dataset:
@@ -444,8 +447,6 @@ class Analyzer:
                                                           instance_number=k)))
 
         objects = []
-        tmp_dir = self.config.root / "tmp"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
         for kind, series_uid, sop_uid, build in planned:
             existing = self.db.query("SELECT path FROM instances WHERE sop_instance_uid = ?", (sop_uid,))
             if existing:  # stored by an earlier, interrupted run of this job
@@ -457,11 +458,9 @@ class Analyzer:
             except (ResultError, ValueError) as e:
                 logger.warning("job %s: no %s (%s)", job.id, kind.upper(), e)
                 continue
-            tmp = _save_dataset(ds, tmp_dir)
-            try:
-                stored = self.archive.store_file(tmp, source_ae=AI_SOURCE_AE)
-            finally:
-                tmp.unlink(missing_ok=True)
+            data, syntax = encode_dataset(ds)
+            stored = self.archive.store(data, transfer_syntax=syntax, sop_class_uid=str(ds.SOPClassUID),
+                                        sop_instance_uid=sop_uid, source_ae=AI_SOURCE_AE)
             objects.append({"kind": kind, "series_uid": series_uid, "sop_instance_uid": sop_uid,
                             "path": stored.path.relative_to(self.config.root).as_posix()})
         return objects, time.perf_counter() - t0
