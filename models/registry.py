@@ -203,6 +203,21 @@ class Registry:
         logger.info("model %s: active version set to %s in %s", name, version, root)
         return pointer
 
+    def rollback(self, name: str, directory: str | os.PathLike | None = None, note: str = "rollback") -> str:
+        """Point ``name`` back at the version active before the last change; returns it.
+
+        Raises
+        ------
+        ModelError
+            When the pointer has no previous version to return to.
+        """
+        history = self.pointer_history(name, directory)
+        previous = history[-1].get("previous") if history else None
+        if not previous:
+            raise ModelError(f"model {name!r}: no earlier active version recorded to roll back to")
+        self.set_active(name, previous, directory, note=note)
+        return previous
+
     def pointer_history(self, name: str, directory: str | os.PathLike | None = None) -> list[dict[str, Any]]:
         """History entries of the pointer in ``directory`` (default: the last registry directory)."""
         root = Path(directory) if directory is not None else self.dirs[-1]

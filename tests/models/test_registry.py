@@ -121,3 +121,14 @@ def test_session_options(registry_dir):
     assert opts.intra_op_num_threads == 2
     assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert model.providers == ["CPUExecutionProvider"]
+
+
+def test_rollback_uses_the_pointer_history(registry_dir):
+    reg = Registry([registry_dir])
+    with pytest.raises(ModelError, match="roll back"):
+        reg.rollback("tiny")
+    reg.set_active("tiny", "1.0.0")
+    reg.set_active("tiny", "1.2.0")
+    assert reg.rollback("tiny") == "1.0.0"
+    assert reg.get("tiny").card.version == "1.0.0"
+    assert reg.pointer_history("tiny")[-1]["note"] == "rollback"
