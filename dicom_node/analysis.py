@@ -220,6 +220,21 @@ def encode_dataset(ds: Dataset) -> tuple[bytes, str]:
     return raw[132 + 12 + group_length:], str(ds.file_meta.TransferSyntaxUID)
 
 
+#: Type 2 attributes of the Patient and General Study modules (PS3.3 C.7.1.1, C.7.2.1)
+#: that result objects copy from their source; senders often leave them out
+TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                "ReferringPhysicianName", "StudyID", "AccessionNumber")
+
+
+def complete_type2(ds: Dataset) -> Dataset:
+    """Add missing Type 2 patient/study attributes, empty, to an in-memory source
+    dataset (legal: Type 2 may be zero length), so highdicom can copy them."""
+    for keyword in TYPE2_COPIED:
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+    return ds
+
+
 def _renamed(ds: Dataset, series_uid: str, sop_uid: str) -> Dataset:
     """``ds`` with the given Series and SOP Instance UIDs."""
     ds.SeriesInstanceUID = series_uid
@@ -428,6 +443,9 @@ class Analyzer:
                             lambda s, i, d=ds: _renamed(d, s, i)))
         if not analysed and not planned:
             return [], 0.0
+        for _, srcs in analysed:
+            for ds in srcs:
+                complete_type2(ds)
         if analysed:
             merged = merge_results([r for r, _ in analysed])
             sources = [ds for _, srcs in analysed for ds in srcs]

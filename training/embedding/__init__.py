@@ -1,0 +1,1 @@
+"""Training and evaluation of the chest-radiograph retrieval embedding (``cxr-embed``)."""

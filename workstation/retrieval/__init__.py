@@ -1,0 +1,1 @@
+"""``medws similar`` and ``medws similar-index`` (similar-case retrieval commands)."""
