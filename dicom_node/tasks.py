@@ -141,14 +141,30 @@ class CtTask:
         else:
             result = self.pipeline(volume.load_series(files))
         t1 = time.perf_counter()
-        obj = public(result)
-        obj.setdefault("model", {"name": self.name, "version": str(obj.get("version", "0"))})
+        obj = ct_result_json(public(result), self.name)
         sources = sorted((pydicom.dcmread(f) for f in files), key=lambda d: int(d.get("InstanceNumber", 0) or 0))
         first = sources[len(sources) // 2]
         parsed = AnalysisResult.from_json(obj, source=ImageRef.from_dataset(first), study_type=self.study_type)
         out = TaskOutput(results=[(parsed, sources)], models={parsed.model.name: parsed.model.version})
         out.timings = {"model_s": round(t1 - t0, 4), "read_s": round(time.perf_counter() - t1, 4)}
         return out
+
+
+def ct_result_json(obj: dict[str, Any], task: str) -> dict[str, Any]:
+    """The CT tasks' JSON (``medws infer ct-nodule|cac|liver --json``) in the
+    :class:`AnalysisResult` form: ``model`` as ``{name, version}``; for calcium, one
+    finding per artery with its Agatston score and the study total."""
+    out = dict(obj)
+    model = out.get("model")
+    if not isinstance(model, dict):
+        out["model"] = {"name": str(model or task), "version": str(out.get("version") or "0")}
+    if task == "cac":
+        out["total_agatston"] = out.get("agatston")
+        out["findings"] = [
+            {"label": "coronary_calcium", **({"vessel": artery} if artery != "unassigned" else {}),
+             "agatston": v.get("agatston"), "calcium_volume_mm3": v.get("volume_mm3")}
+            for artery, v in (out.get("per_artery") or {}).items() if (v.get("agatston") or 0) > 0]
+    return out
 
 
 # ------------------------------------------------------------------ CT denoising

@@ -217,3 +217,28 @@ def test_low_dose_chest_ct_gets_a_denoised_series(config: NodeConfig, db: Databa
     ds = pydicom.dcmread(archive.absolute(rows[0]["path"]))
     assert "DERIVED" in ds.ImageType and ds.StudyInstanceUID == study
     assert analyze_study(config, study)["jobs"] == summary["jobs"]  # same content: not again
+
+
+def test_gated_cardiac_ct_routes_to_calcium_scoring(config: NodeConfig, db: Database, shared_data: Path,
+                                                    tmp_path: Path) -> None:
+    """A gated non-contrast cardiac CT (real anatomy, contrast removed; models.ct) gets
+    the Agatston SR and the calcium draft; the CT task's JSON maps onto the findings."""
+    nifti = shared_data / "ct" / "totalseg" / "cardiac_crop" / "ct_cropped.nii.gz"
+    if not nifti.is_file():
+        pytest.skip(f"{nifti} missing")
+    from models.ct.volume import read_nifti
+    from training.synthesis.ct_calcium import decontrast_blood_pool
+    from training.synthesis.ct_dicom import write_series
+
+    vol = read_nifti(nifti)
+    hu, _ = decontrast_blood_pool(vol.hu, seed=1)
+    files = write_series(vol.with_array(hu), tmp_path / "cac", series_description="Calcium score 3.0 gated",
+                         extra={"BodyPartExamined": "HEART", "CardiacSynchronizationTechnique": "PROSPECTIVE"})
+    archive = Archive(config, db)
+    study = [archive.store_file(f) for f in files][0].study_uid
+    summary = analyze_study(config, study)
+    assert [(j["task"], j["state"]) for j in summary["jobs"]] == [("analyze", "done"), ("cac", "done")]
+    assert summary["findings"] and {f["label"] for f in summary["findings"]} == {"coronary_calcium"}
+    assert "Agatston" in summary["report"] and "CAC-DRS" in summary["report"]
+    (sr_path,) = [r[0] for r in db.query("SELECT path FROM ai_objects WHERE study_uid = ? AND kind = 'sr'", (study,))]
+    assert_valid(archive.absolute(sr_path))
