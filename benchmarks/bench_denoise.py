@@ -49,7 +49,7 @@ from training.denoise.evaluate import TEST_SEED  # noqa: E402
 RESULTS = REPO / "benchmarks" / "results"
 FIGURE = REPO / "docs" / "images" / "denoise_comparison.png"
 NETWORKS = (("medws light", "ct-denoise-light"), ("medws full (seed design)", "ct-denoise-full"))
-TV_WEIGHTS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.08)
+TV_WEIGHTS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.18, 0.25)
 
 
 def estimate_noise_sd(hu: np.ndarray, size: int = 9) -> float:

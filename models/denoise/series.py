@@ -104,3 +104,25 @@ def read_ct_slices(inputs: Iterable[str | os.PathLike]) -> list[CtSlice]:
     """Read CT images from files/directories, ordered along the slice normal."""
     dss = [d for d in read_datasets(inputs) if str(getattr(d, "Modality", "")) == "CT" and "PixelData" in d]
     return [CtSlice(dataset=d, hu=to_hu(d)) for d in sort_slices(dss)]
+
+
+def pair_with_derived(original: Sequence[Dataset], derived: Sequence[Dataset]) -> list[tuple[Dataset, Dataset | None]]:
+    """Pair each original slice with its derived (denoised) slice for side-by-side display.
+
+    Matches by the derived image's Source Image Sequence when it references the original
+    SOP Instance UID, otherwise by slice position along the normal (same geometry).
+    Returns the originals in slice order with ``None`` where no derived slice matches.
+    """
+    by_source: dict[str, Dataset] = {}
+    by_pos: dict[float, Dataset] = {}
+    for d in derived:
+        for item in getattr(d, "SourceImageSequence", []) or []:
+            uid = str(getattr(item, "ReferencedSOPInstanceUID", "") or "")
+            if uid:
+                by_source[uid] = d
+        by_pos[round(_position_key(d), 3)] = d
+    pairs = []
+    for o in sort_slices(original):
+        uid = str(getattr(o, "SOPInstanceUID", "") or "")
+        pairs.append((o, by_source.get(uid) if uid in by_source else by_pos.get(round(_position_key(o), 3))))
+    return pairs

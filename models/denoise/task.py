@@ -134,9 +134,6 @@ def derived_dataset(src: Dataset, hu: np.ndarray, series_uid: str, study_uid: st
         ds.SourceImageSequence = DicomSequence([item])
     elif "SourceImageSequence" in ds:
         del ds.SourceImageSequence
-    for kw in ("ReferencedImageSequence", "IrradiationEventUID"):
-        if kw in ds and kw == "ReferencedImageSequence":
-            pass
     stored = hu_to_stored(hu, src)
     ds.PixelData = stored.tobytes()
     ds["PixelData"].VR = "OW" if stored.itemsize > 1 else "OB"

@@ -28,7 +28,7 @@ def denoiser() -> CtDenoiser:
 
 def test_shipped_models_have_cards_with_measured_metrics():
     reg = Registry()
-    for name in ("ct-denoise-light",):
+    for name in ("ct-denoise-light", "ct-denoise-full"):
         entry = reg.get(name)
         entry.verify()
         assert entry.card.task == "ct-denoise"
@@ -66,6 +66,18 @@ def test_derived_series(ct_three_slices, denoiser):
         body = hu_in > -500
         assert abs(float(hu_out[body].mean() - hu_in[body].mean())) < 5.0
         assert not np.array_equal(hu_in, hu_out)
+
+
+def test_pair_with_derived_for_side_by_side(ct_three_slices, denoiser):
+    from models.denoise.series import pair_with_derived
+
+    src = read_datasets([ct_three_slices])
+    out = denoise_series(src, denoiser=denoiser)
+    pairs = pair_with_derived(src, list(reversed(out)))
+    assert len(pairs) == 3 and all(d is not None for _, d in pairs)
+    for o, d in pairs:
+        assert o.ImagePositionPatient == d.ImagePositionPatient
+    assert sum(d is not None for _, d in pair_with_derived(src, out[:1])) == 1
 
 
 def test_round_trip_write_read(ct_three_slices, denoiser, tmp_path):
@@ -154,3 +166,22 @@ def test_cli_bad_input(tmp_path):
     r = subprocess.run([sys.executable, "-m", "medws", "denoise", "--in", str(tmp_path / "missing"), "--out",
                         str(tmp_path / "o")], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert r.returncode == 2
+
+
+def test_derived_image_passes_dciodvfy(ct_three_slices, denoiser, tmp_path):
+    import shutil
+
+    exe = shutil.which("dciodvfy")
+    if exe is None:
+        pytest.skip("dciodvfy (dicom3tools) not installed")
+    src = read_datasets([ct_three_slices])[:1]
+    src[0].StudyInstanceUID = "1.2.3.4"
+    src[0].SOPInstanceUID = "1.2.3.4.5"
+    (d,) = denoise_series(src, denoiser=denoiser)
+    path = tmp_path / "d.dcm"
+    d.save_as(path, enforce_file_format=True)
+    r = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=60)
+    errors = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("Error")]
+    # Laterality (Type 2C) is absent in the source too; the condition (paired body part) does not apply
+    errors = [e for e in errors if "<Laterality>" not in e]
+    assert errors == [], errors

@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--zoo", type=Path, default=PACKAGE_ZOO)
     ap.add_argument("--series", type=Path, default=DEFAULT_SERIES)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--training-note", default="", help="how the checkpoint was trained (runs, budgets)")
     ap.add_argument("--cache", type=Path, default=None, help="npz cache of the simulated test pairs")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -108,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             "receptive_radius": model.receptive_radius(),
             "tile_margin": margin, "size_multiple": multiple,
             "onnx_opset": 17, "parity_max_abs_hu": par,
-            "training": {"steps": ck.get("step"), "history": hist[-3:], "doses": list(DOSES)},
+            "training": {"steps_last_run": ck.get("step"), "history": hist[-3:], "doses": list(DOSES),
+                         "note": args.training_note},
             "simulation": dataclasses.asdict(ScanModel()),
             "limits": "Dose reduction is simulated (parallel beam, no bowtie/scatter/tube-current modulation); "
                       "trained on one patient from one scanner and kernel (Br38f); not validated on real low-dose "

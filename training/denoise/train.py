@@ -83,10 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     sampler = PatchSampler(train, args.patch, seed=args.seed)
     model = WaveletResNet(VARIANTS[args.variant])
     prior_history: list[dict] = []
+    start_step = 0
     if args.resume is not None:
         ck = torch.load(args.resume, map_location="cpu", weights_only=False)
         model.load_state_dict(ck["state_dict"])
         prior_history = list(ck.get("history", []))
+        start_step = int(ck.get("step", 0))
         logger.info("resumed from %s (step %s)", args.resume, ck.get("step"))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=args.lr)
@@ -95,12 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     last_val = t0
     history: list[dict] = prior_history
     best = -math.inf
-    step = 0
+    step = start_step
     ema = None
     logger.info("variant %s: %d trainable parameters, budget %.1f min", args.variant, sum(p.numel() for p in params), args.minutes)
     while True:
         elapsed = time.time() - t0
-        done = elapsed >= budget or step >= args.max_steps
+        done = elapsed >= budget or step - start_step >= args.max_steps
         if done or time.time() - last_val >= args.val_every:
             v = validate(model, val)
             v.update(step=step, minutes=elapsed / 60.0, train_loss=ema)
