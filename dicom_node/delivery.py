@@ -205,6 +205,23 @@ def outbox_items(db: Database, state: str | None = None, limit: int = 200) -> li
     return [dict(r) for r in db.query(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))]
 
 
+def pipeline_status(db: Database, limit: int = 20) -> dict[str, Any]:
+    """The analysis/delivery part of ``medws node status --json``: dead letters with their
+    error, peers' auto-send flags, failed jobs with their error, studies by AI status."""
+    from dicom_node.analysis import ensure_schema
+
+    ensure_schema(db)
+    return {
+        "dead_letters": [{k: it[k] for k in ("id", "peer", "kind", "sop_instance_uid", "attempts", "last_error")}
+                         for it in outbox_items(db, "failed", limit)],
+        "destinations": Destinations(db).list(),
+        "failed_jobs": [dict(r) for r in db.query(
+            "SELECT id, task, attempts, error FROM jobs WHERE state = 'failed' ORDER BY id DESC LIMIT ?", (limit,))],
+        "ai_status": {r[0] or "none": int(r[1]) for r in db.query(
+            "SELECT ai_status, COUNT(*) FROM studies GROUP BY ai_status")},
+    }
+
+
 class DeliveryWorker:
     """A thread running :meth:`Delivery.deliver_once` whenever woken or every poll."""
 

@@ -16,6 +16,7 @@ import queue
 import select
 import signal
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -243,6 +244,8 @@ class Node:
             self.archive.reconcile()
         if self.config.event_driven_waits:
             install_event_driven_waits()
+        if os.environ.get("MEDWS_SWITCH"):
+            sys.setswitchinterval(float(os.environ["MEDWS_SWITCH"]))
         self.ae = self.build_ae()
         server_cls = _server_class(reuse_port)
         address = (self.config.host, self.config.port if port is None else port)
@@ -293,6 +296,9 @@ def node_status(db: Database) -> dict[str, Any]:
     out["jobs"] = JobQueue(db).counts()
     out["outbox"] = Outbox(db).counts()
     out["study_states"] = {r[0]: int(r[1]) for r in db.query("SELECT state, COUNT(*) FROM studies GROUP BY state")}
+    from dicom_node.delivery import pipeline_status  # dead letters, destinations, failed jobs (docs/pipeline.md)
+
+    out["analysis"] = pipeline_status(db)
     return out
 
 

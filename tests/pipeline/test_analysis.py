@@ -91,6 +91,12 @@ def test_chest_cr_gets_sr_seg_gsps_findings_and_draft(cxr_models, config: NodeCo
     assert second.dead == first.retried
     dead = db.query("SELECT attempts, last_error FROM outbox WHERE state = 'failed'")
     assert all(r["attempts"] == 2 and r["last_error"] for r in dead)
+    from dicom_node.scp import node_status
+
+    status = node_status(db)  # what `medws node status --json` prints
+    assert status["outbox"]["failed"] == len(dead)
+    assert [d["last_error"] for d in status["analysis"]["dead_letters"]] == [r["last_error"] for r in dead][::-1]
+    assert status["analysis"]["destinations"] == [{"peer": "pacs", "ae_title": "PACS", "auto_send": True}]
     assert delivery.retry() == len(dead)
 
     # the same content again: nothing new (idempotent by content key)
