@@ -68,6 +68,28 @@ def evaluate_sets(embedder, sets: dict[str, EmbedSet], k: int = 10) -> dict:
     return out
 
 
+def write_results(comparison: dict, definition: str, version: str,
+                  out: Path = Path(__file__).resolve().parents[2] / "benchmarks" / "results") -> None:
+    """``eval_cbir.json`` and a short ``.md`` table: precision@10 / mAP per model and data set."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval_cbir.json").write_text(json.dumps({"definition": definition, "cxr_embed_version": version,
+                                                    "results": comparison}, indent=1))
+    lines = ["# Retrieval evaluation (written by training/embedding/evaluate.py)", "", definition, "",
+             "| data | model | queries | P@10 | mAP | chance | abnormal queries: P@10 | mAP |",
+             "|---|---|---|---|---|---|---|---|"]
+    for model, sets in comparison.items():
+        for data, r in sets.items():
+            if not isinstance(r, dict) or "model" not in r:
+                continue
+            for who, label in (("model", model), ("pixel_baseline", "pixel baseline")):
+                if who == "pixel_baseline" and model != NAME:
+                    continue
+                a, b = r[who]["all_queries"], r[who]["abnormal_queries"]
+                lines.append(f"| {data} | {label} | {a['queries']} | {a['precision_at_k']:.3f} | {a['map']:.3f} | "
+                             f"{a['chance']:.3f} | {b['precision_at_k']:.3f} | {b['map']:.3f} |")
+    (out / "eval_cbir.md").write_text("\n".join(lines) + "\n")
+
+
 def release(ckpt: Path, version: str, cache: Path, zoo: Path = ZOO) -> Path:
     import torch
 
@@ -112,6 +134,16 @@ def release(ckpt: Path, version: str, cache: Path, zoo: Path = ZOO) -> Path:
                              "pixel_baseline = 16x16 block-averaged model grid")
     card.metrics = metrics
     card.save(folder / "card.json")
+    # the lesion network's pooled embedding on the same held-out sets (when installed)
+    comparison = {NAME: {k: v for k, v in metrics.items() if isinstance(v, dict)}}
+    try:
+        lesion = CxrEmbedder(threads=2, names=("cxr-lesions",))
+        if lesion.size == embedder.size:
+            comparison["cxr-lesions"] = evaluate_sets(lesion, sets)
+            comparison["cxr-lesions"]["model_version"] = lesion.model.version
+    except Exception as e:  # noqa: BLE001 - comparison only
+        logger.info("cxr-lesions not compared: %s", e)
+    write_results(comparison, metrics["definition"], version)
     logger.info("%s", json.dumps({k: v["model"] if isinstance(v, dict) and "model" in v else v
                                   for k, v in metrics.items()}, indent=1))
     return folder

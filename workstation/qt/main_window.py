@@ -32,6 +32,7 @@ from workstation.core.study import load_study_files, read_seg_overlays, seg_stac
 from workstation.core.users import UserStore
 from workstation.qt.panels import FindingsPanel, HelpPanel, ReportPanel, SignDialog, WorklistPanel
 from workstation.qt.viewer import ImageViewer
+from workstation.qt.similar_panel import SimilarCasesPanel
 from workstation.qt.workers import Worker, start
 
 logger = logging.getLogger(__name__)
@@ -127,6 +128,12 @@ class MainWindow(QMainWindow):
         self.help.setWidget(HelpPanel())
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.help)
         self.help.hide()
+        self.similar = SimilarCasesPanel(store.root)  # similar cases (docs/similar.md)
+        self.similar_dock = QDockWidget("Similar cases")
+        self.similar_dock.setWidget(self.similar)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.similar_dock)
+        self.study_opened.connect(self.similar.set_study)
+        self.similar.open_requested.connect(self.open_study)
 
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(220)
