@@ -31,7 +31,7 @@ def dice_bce(logits: torch.Tensor, target: torch.Tensor, pos_weight: float = 3.0
 
 def train(net: torch.nn.Module, sample: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]],
           out: Path, budget_s: float, batch: int = 4, lr: float = 2e-3, seed: int = 0,
-          max_iters: int = 100000, log_every: int = 25) -> dict:
+          max_iters: int = 100000, log_every: int = 25, pos_weight: float = 3.0) -> dict:
     """Train until the budget or ``max_iters``; save ``out/model.pt`` every ``log_every`` steps."""
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -53,7 +53,7 @@ def train(net: torch.nn.Module, sample: Callable[[np.random.Generator], tuple[np
         frac = (time.time() - t0) / budget_s
         for g in opt.param_groups:  # cosine decay over the wall-clock budget
             g["lr"] = lr * 0.5 * (1 + np.cos(np.pi * min(frac, 1.0)))
-        loss = dice_bce(net(x), y)
+        loss = dice_bce(net(x), y, pos_weight)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -66,7 +66,7 @@ def train(net: torch.nn.Module, sample: Callable[[np.random.Generator], tuple[np
             torch.save(net.state_dict(), out / "model.pt")
             (out / "history.json").write_text(json.dumps(hist))
     torch.save(net.state_dict(), out / "model.pt")
-    info = {"iterations": it, "batch": batch, "wall_s": round(time.time() - t0, 1), "final_loss": round(run, 4),
+    info = {"iterations": it, "batch": batch, "pos_weight": pos_weight, "wall_s": round(time.time() - t0, 1), "final_loss": round(run, 4),
             "budget_s": budget_s, "lr": lr, "seed": seed}
     (out / "train_info.json").write_text(json.dumps(info, indent=2))
     (out / "history.json").write_text(json.dumps(hist))
@@ -81,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--max-iters", type=int, default=100000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", help="start from this state dict (fine-tuning)")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--pos-weight", type=float, default=3.0)
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(a.threads)
@@ -91,15 +95,19 @@ def main(argv: list[str] | None = None) -> int:
 
         lv = nodule_volumes()["train"]
         net = small_unet(1, 1)
+        if a.init:
+            net.load_state_dict(torch.load(a.init, map_location="cpu"))
         info = train(net, lambda rng: nodule_patch(lv, rng), Path(a.out), a.budget_min * 60, a.batch,
-                     max_iters=a.max_iters)
+                     lr=a.lr, seed=a.seed, max_iters=a.max_iters, pos_weight=a.pos_weight)
     else:
         from training.ct.liver_data import liver_patch, liver_train_volume
 
         lv = liver_train_volume()
         net = small_unet(3, 2)
+        if a.init:
+            net.load_state_dict(torch.load(a.init, map_location="cpu"))
         info = train(net, lambda rng: liver_patch(lv, rng), Path(a.out), a.budget_min * 60, a.batch,
-                     max_iters=a.max_iters)
+                     lr=a.lr, seed=a.seed, max_iters=a.max_iters, pos_weight=a.pos_weight)
     print(json.dumps(info))
     return 0
 
