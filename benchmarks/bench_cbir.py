@@ -180,10 +180,11 @@ def bench_exact(data, queries, n_lat: int = 100) -> dict:
     return {"library": "numpy exact (matrix-vector product + argpartition)", **pct(times)}
 
 
-def run(sizes: list[int], threads: int, n_queries: int, budget_min: float, out: Path, compare_max: int) -> dict:
+def run(sizes: list[int], threads: int, n_queries: int, budget_min: float, out: Path, compare_max: int,
+        real_limit: int | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
-    real, info = real_embeddings()
+    real, info = real_embeddings(real_limit)
     rng = np.random.default_rng(0)
     perm = rng.permutation(len(real))
     n_real_q = min(len(real) // 4, n_queries // 2)
@@ -258,9 +259,10 @@ def main() -> None:
     ap.add_argument("--budget-min", type=float, default=40.0, help="wall-clock bound of each hnswlib build")
     ap.add_argument("--compare-max", type=int, default=100_000, help="largest N also run with faiss and usearch")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--real-limit", type=int, default=None, help="embed only the first N real radiographs (smoke)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    run(a.sizes, a.threads, a.queries, a.budget_min, a.out, a.compare_max)
+    run(a.sizes, a.threads, a.queries, a.budget_min, a.out, a.compare_max, a.real_limit)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ than :data:`MAX_DELETED_FRACTION` deleted entries, is rebuilt from the stored ve
 Writers hold an exclusive file lock (``<root>/index/.lock``) while they load, change
 and save (atomic rename), so several processes can share the index.
 
-Search: hnswlib HNSW (M=16, ef_construction=200, ef=max(64, 4k)) over the space;
+Search: hnswlib HNSW (M=16, ef_construction=100, ef=max(64, 4k)) over the space;
 when filters (modality, finding type, signed cases only, study date range) leave at
 most :data:`EXACT_LIMIT` vectors the search is exact (a matrix product over the stored
 vectors), otherwise HNSW runs with the filter as a label predicate.  Hits are grouped
@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 INDEX_DIR = "index"
 M = 16
-EF_CONSTRUCTION = 200
+EF_CONSTRUCTION = 100
 EF_SEARCH_MIN = 64
 EXACT_LIMIT = 20_000
 MAX_DELETED_FRACTION = 0.3
