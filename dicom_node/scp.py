@@ -16,7 +16,6 @@ import queue
 import select
 import signal
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
@@ -244,8 +243,6 @@ class Node:
             self.archive.reconcile()
         if self.config.event_driven_waits:
             install_event_driven_waits()
-        if os.environ.get("MEDWS_SWITCH"):
-            sys.setswitchinterval(float(os.environ["MEDWS_SWITCH"]))
         self.ae = self.build_ae()
         server_cls = _server_class(reuse_port)
         address = (self.config.host, self.config.port if port is None else port)
