@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 logger = logging.getLogger("bench_cbir")
 DATA = ROOT.parent / "shared" / "data" / "cxr"
 M, EF_CONSTRUCTION = 16, 100
-EFS = (32, 64, 128, 256)
+EFS = (32, 64, 128, 256, 512)
 K = 10
 
 
@@ -58,12 +58,26 @@ def real_embeddings(limit: int | None = None) -> tuple[np.ndarray, dict]:
     return np.stack(out), {"model": emb.model.to_json(), "images": len(files)}
 
 
-def generate(real: np.ndarray, n: int, seed: int) -> np.ndarray:
+def generate(real: np.ndarray, n: int, seed: int, kind: str = "manifold") -> np.ndarray:
+    """Generated unit vectors around the real ones.
+
+    ``manifold`` (default): ``normalise(r_i + t (r_j - r_i) + s g)`` with ``r_j`` one of the
+    10 nearest real neighbours of ``r_i``, ``t ~ U(0, 1)``, ``s ~ U(0, 0.15)``,
+    ``g ~ N(0, I/D)``: points between neighbouring real cases, as a larger archive of
+    similar images would fill in.  ``isotropic`` (stress case): ``normalise(r_i + s g)``
+    with ``s ~ U(0.3, 1.0)`` -- full-dimensional noise clouds, the hardest case for HNSW.
+    """
     rng = np.random.default_rng(seed)
     d = real.shape[1]
-    base = real[rng.integers(len(real), size=n)]
-    s = rng.uniform(0.3, 1.0, size=(n, 1)).astype(np.float32)
-    v = base + s * rng.standard_normal((n, d)).astype(np.float32) / np.sqrt(d)
+    i = rng.integers(len(real), size=n)
+    g = rng.standard_normal((n, d)).astype(np.float32) / np.sqrt(d)
+    if kind == "isotropic":
+        v = real[i] + rng.uniform(0.3, 1.0, size=(n, 1)).astype(np.float32) * g
+    else:
+        nn = np.argsort(-(real @ real.T), axis=1)[:, 1:11]
+        j = nn[i, rng.integers(nn.shape[1], size=n)]
+        t = rng.uniform(0, 1, size=(n, 1)).astype(np.float32)
+        v = real[i] + t * (real[j] - real[i]) + rng.uniform(0, 0.15, size=(n, 1)).astype(np.float32) * g
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
@@ -181,7 +195,7 @@ def bench_exact(data, queries, n_lat: int = 100) -> dict:
 
 
 def run(sizes: list[int], threads: int, n_queries: int, budget_min: float, out: Path, compare_max: int,
-        real_limit: int | None = None) -> dict:
+        real_limit: int | None = None, generator: str = "manifold", name: str = "bench_cbir") -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
     real, info = real_embeddings(real_limit)
@@ -189,12 +203,12 @@ def run(sizes: list[int], threads: int, n_queries: int, budget_min: float, out: 
     perm = rng.permutation(len(real))
     n_real_q = min(len(real) // 4, n_queries // 2)
     real_q, real_db = real[perm[:n_real_q]], real[perm[n_real_q:]]
-    queries = np.concatenate([real_q, generate(real_db, n_queries - n_real_q, seed=99)]).astype(np.float32)
-    results = {"dim": int(real.shape[1]), "embedding": info, "threads": threads, "queries": len(queries),
+    queries = np.concatenate([real_q, generate(real_db, n_queries - n_real_q, seed=99, kind=generator)]).astype(np.float32)
+    results = {"name": name, "generator": generator, "dim": int(real.shape[1]), "embedding": info, "threads": threads, "queries": len(queries),
                "real_queries": int(n_real_q), "k": K, "load_avg_start": load(), "cpus": os.cpu_count(),
                "sizes": {}}
     for n in sizes:
-        data = np.concatenate([real_db, generate(real_db, max(0, n - len(real_db)), seed=n)])[:n].astype(np.float32)
+        data = np.concatenate([real_db, generate(real_db, max(0, n - len(real_db)), seed=n, kind=generator)])[:n].astype(np.float32)
         t0 = time.perf_counter()
         truth = exact_topk(data, queries)
         entry: dict = {"n": n, "real_vectors": int(min(n, len(real_db))), "truth_s": round(time.perf_counter() - t0, 1),
@@ -223,11 +237,12 @@ def pick_ef(by_ef: dict, target: float = 0.95) -> str | None:
 
 
 def write(results: dict, out: Path) -> None:
-    (out / "bench_cbir.json").write_text(json.dumps(results, indent=1))
+    (out / f"{results['name']}.json").write_text(json.dumps(results, indent=1))
     lines = ["# bench_cbir: similar-case index", "",
              f"Embedding {results['embedding']['model']['name']} {results['embedding']['model']['version']} "
              f"(dim {results['dim']}), {results['embedding']['images']} real radiographs; {results['queries']} queries "
-             f"({results['real_queries']} real, held back); {results['threads']} threads; "
+             f"({results['real_queries']} real, held back); generated vectors: {results['generator']}; "
+             f"{results['threads']} threads; "
              f"load average at start {results['load_avg_start']} on {results['cpus']} CPUs (shared machine).", "",
              "| N | library | build s | index MB | ef | recall@10 | p50 ms | p95 ms |",
              "|---|---|---|---|---|---|---|---|"]
@@ -248,7 +263,7 @@ def write(results: dict, out: Path) -> None:
         lines.append("")
         lines.append(f"N={n}: {verdict}; load average before/after {e['load_avg_before']} / {e['load_avg_after']}.")
         lines.append("")
-    (out / "bench_cbir.md").write_text("\n".join(lines) + "\n")
+    (out / f"{results['name']}.md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -259,10 +274,12 @@ def main() -> None:
     ap.add_argument("--budget-min", type=float, default=40.0, help="wall-clock bound of each hnswlib build")
     ap.add_argument("--compare-max", type=int, default=100_000, help="largest N also run with faiss and usearch")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--generator", choices=("manifold", "isotropic"), default="manifold")
+    ap.add_argument("--name", default="bench_cbir", help="results file name (without extension)")
     ap.add_argument("--real-limit", type=int, default=None, help="embed only the first N real radiographs (smoke)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    run(a.sizes, a.threads, a.queries, a.budget_min, a.out, a.compare_max, a.real_limit)
+    run(a.sizes, a.threads, a.queries, a.budget_min, a.out, a.compare_max, a.real_limit, a.generator, a.name)
 
 
 if __name__ == "__main__":

@@ -135,13 +135,17 @@ class VectorIndex:
             return []
         self.index.set_ef(max(ef or EF_SEARCH_MIN, 4 * k))
         flt = (lambda label: label in allowed) if allowed is not None else None
-        try:
-            labels, dist = self.index.knn_query(np.asarray(vector, np.float32).reshape(1, -1), k=k, filter=flt)
-        except RuntimeError:  # fewer reachable elements than k (filter)
-            if allowed is not None:
-                k = min(k, len(allowed))
-            labels, dist = self.index.knn_query(np.asarray(vector, np.float32).reshape(1, -1), k=max(1, k // 2),
-                                                filter=flt)
+        if allowed is not None:
+            k = min(k, len(allowed))
+        q = np.asarray(vector, np.float32).reshape(1, -1)
+        while True:
+            try:
+                labels, dist = self.index.knn_query(q, k=k, filter=flt)
+                break
+            except RuntimeError:  # fewer than k reachable through the filter: ask for fewer
+                if k <= 1:
+                    return []
+                k //= 2
         return [(int(lab), float(1.0 - d)) for lab, d in zip(labels[0], dist[0])]
 
     def save(self, path: Path) -> None:

@@ -71,6 +71,21 @@ def test_shipped_cxr_model(cxr_embed_model, nih):
         e.embed(np.zeros((4,), np.float32))
 
 
+def test_shipped_retrieval_model_card():
+    """``cxr-embed`` ships with the package: weights match the card, metrics were measured."""
+    from models.embedding import CxrEmbedder
+    from models.registry import Registry
+
+    entry = Registry().get("cxr-embed")
+    entry.verify()
+    m = entry.card.metrics["real_nih_heldout_patients"]["model"]["all_queries"]
+    assert m["queries"] > 100 and 0 <= m["precision_at_k"] <= 1
+    assert entry.card.extra["parity_max_abs_diff"] < 1e-4
+    e = CxrEmbedder(threads=1, names=("cxr-embed",))
+    v = e.embed(np.random.default_rng(0).random((300, 260)).astype(np.float32))
+    assert e.model.dim == 128 and np.linalg.norm(v) == pytest.approx(1.0, abs=1e-4)
+
+
 def test_onnx_export_parity(tmp_path):
     """The retrieval network exported to ONNX gives the torch embedding (ORT CPU)."""
     torch = pytest.importorskip("torch")
