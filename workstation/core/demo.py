@@ -127,3 +127,55 @@ def build(root: Path | str, *, chest: Dataset | None = None, with_ct: bool = Tru
 
 def read_image(path: Path) -> Dataset:
     return pydicom.dcmread(path)
+
+
+# ------------------------------------------------------------------ archives filled by the real pipeline
+def nih_as_dicom(png_path: Path | str, record: dict, patient_id: str = "") -> Dataset:
+    """An NIH ChestX-ray14 PNG (8-bit, with its ``labels.json`` record) wrapped as a DX image.
+
+    The header comes from :func:`dicom_node.samples.dx_chest` (DX For Presentation, PA/AP
+    view, body part chest); pixels are the PNG's scaled to 12 bits; Imager Pixel Spacing is
+    the record's ``pixel_spacing_mm``.  For demos and screenshots: the pipeline routes and
+    analyses it like any chest radiograph.
+    """
+    from PIL import Image  # noqa: PLC0415 - only for PNG sources
+
+    png = np.asarray(Image.open(png_path).convert("L"), dtype=np.uint16)
+    pid = patient_id or f"NIH-{record.get('patient_id', '0')}"
+    ds = samples.dx_chest(size=int(png.shape[0]), seed=int(record.get("patient_id", 0) or 0) % 9973, patient_id=pid)
+    if png.shape[0] != png.shape[1]:
+        ds.Columns = int(png.shape[1])
+    ds.PixelData = (png * 16).astype(np.uint16).tobytes()
+    sp = f"{float(record.get('pixel_spacing_mm') or 0.672):.3f}"
+    ds.ImagerPixelSpacing = [sp, sp]
+    ds.PixelSpacing = [sp, sp]
+    ds.ViewPosition = str(record.get("view") or "PA")
+    ds.StudyDescription = "XR CHEST (NIH ChestX-ray14, public domain)"
+    return ds
+
+
+def build_analyzed(root: Path | str, studies: list[list[Dataset]], timeout_s: float = 600.0) -> list[str]:
+    """Store each study's images in ``root`` and run the node's analysis pipeline on it.
+
+    Nothing is planted: findings, SR/SEG/GSPS, derived (denoised) series and draft reports
+    are what :func:`dicom_node.analysis.analyze_study` produces with the installed models.
+    Returns the Study Instance UIDs in order.
+    """
+    from dicom_node.analysis import analyze_study, ensure_schema  # noqa: PLC0415 - loads the task registry
+
+    store = ReadingStore.open(root)
+    try:
+        ensure_schema(store.db)
+        uids = []
+        for datasets in studies:
+            for ds in datasets:
+                _store(store, ds)
+            uids.append(str(datasets[0].StudyInstanceUID))
+    finally:
+        store.close()
+    for uid in uids:
+        summary = analyze_study(ReadingStore.open(root).config, uid, timeout_s=timeout_s)
+        failed = [f"{j['task']}: {j['error']}" for j in summary["jobs"] if j["state"] == "failed"]
+        logger.info("analysed %d study: %d findings, %d objects%s", len(uids), len(summary["findings"]),
+                    len(summary["objects"]), f", failed {failed}" if failed else "")
+    return uids

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from workstation.core import compare as pairing
 from workstation.core import display, qa
 from workstation.core.review import ReviewItem, ReviewState, laterality_from_position
 from workstation.core.study import DisplaySeries, LoadedStudy
@@ -19,7 +20,7 @@ from workstation.core.study import DisplaySeries, LoadedStudy
 logger = logging.getLogger(__name__)
 
 #: Change kinds sent to listeners.
-EVENTS = ("image", "window", "view", "overlays", "findings", "report", "selection")
+EVENTS = ("image", "window", "view", "overlays", "findings", "report", "selection", "compare")
 
 
 @dataclass
@@ -50,6 +51,8 @@ class ReadingSession:
     selected: str | None = None
     measurements: list[tuple[tuple[float, float], tuple[float, float]]] = field(default_factory=list)
     busy: str = ""  # text of the background task in progress, "" when idle
+    compare: bool = False  # original and derived (denoised) series side by side, when the series has one
+    pairs: dict[int, pairing.SeriesPair] = field(default_factory=dict)
     _listeners: list[Callable[[str], None]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -60,6 +63,8 @@ class ReadingSession:
         self.heatmaps = {**self.review.heatmaps, **self.heatmaps}  # type: ignore[dict-item]
         self.seg_masks = {**self.review.segs, **self.seg_masks}  # type: ignore[dict-item]
         self.review.subscribe(lambda _d: self._emit("findings"))
+        if not self.pairs:
+            self.pairs = pairing.find_pairs(self.study)
 
     # ---------------------------------------------------------------- events
     def subscribe(self, fn: Callable[[str], None]) -> None:
@@ -81,6 +86,52 @@ class ReadingSession:
         """The current slice windowed to 8 bits (MONOCHROME1 inverted)."""
         assert self.window is not None
         return display.window_to_uint8(self.current_values(), self.window, self.series.invert)
+
+    # ---------------------------------------------------------------- side by side (original | denoised)
+    @property
+    def pair(self) -> pairing.SeriesPair | None:
+        """The derived series paired with the current one, if any."""
+        return self.pairs.get(self.series_index)
+
+    @property
+    def compare_active(self) -> bool:
+        return self.compare and self.pair is not None
+
+    def toggle_compare(self) -> bool:
+        """Show or hide the derived series beside the current one; False (and off) when it has none."""
+        self.compare = not self.compare if self.pair is not None else False
+        self._emit("compare")
+        return self.compare_active
+
+    @property
+    def compare_series(self) -> DisplaySeries | None:
+        pr = self.pair
+        return self.study.series[pr.derived] if pr is not None else None
+
+    def compare_values(self) -> np.ndarray | None:
+        """The derived slice matching the current original slice (same position), None if there is none."""
+        pr = self.pair
+        if not self.compare_active or pr is None:
+            return None
+        j = pr.derived_index(self.slice_index)
+        return None if j is None else self.study.series[pr.derived].frames[j]
+
+    def compare_image8(self) -> np.ndarray | None:
+        """The derived slice in the same window as the original (MONOCHROME1 of the derived series honoured)."""
+        v = self.compare_values()
+        cs = self.compare_series
+        if v is None or cs is None:
+            return None
+        assert self.window is not None
+        return display.window_to_uint8(v, self.window, cs.invert)
+
+    def compare_label(self) -> str:
+        cs = self.compare_series
+        return (cs.derivation or cs.description or "derived") if cs is not None else ""
+
+    def pane_width(self, view_w: float) -> float:
+        """Width of one image pane: half the viewer when side by side."""
+        return view_w / 2.0 if self.compare_active else view_w
 
     def set_series(self, index: int) -> None:
         if not 0 <= index < len(self.study.series):
@@ -122,7 +173,8 @@ class ReadingSession:
     # ---------------------------------------------------------------- view
     def fit(self, view_w: float, view_h: float) -> None:
         rows, cols = self.series.shape
-        self.transform = display.fit_transform(rows, cols, view_w, view_h, display.pixel_aspect(self.series.spacing))
+        self.transform = display.fit_transform(rows, cols, self.pane_width(view_w), view_h,
+                                               display.pixel_aspect(self.series.spacing))
         self._emit("view")
 
     def set_transform(self, t: display.ViewTransform) -> None:
@@ -192,7 +244,7 @@ class ReadingSession:
                 self.set_slice(it.frame)
             c = it.centre()
             if c is not None and view_w and view_h:
-                self.transform = self.transform.centred_on(c[0], c[1], view_w, view_h)
+                self.transform = self.transform.centred_on(c[0], c[1], self.pane_width(view_w), view_h)
                 self._emit("view")
         self._emit("selection")
 

@@ -44,6 +44,11 @@ class DisplaySeries:
     edge_labels: dict[str, str] | None
     view_position: str = ""
     laterality: str = ""
+    derived: bool = False  # Image Type value 1 is DERIVED (e.g. a denoised series)
+    derivation: str = ""  # Derivation Description (model and version for medws' derived series)
+    source_sops: list[str] = field(default_factory=list)  # per frame: Source Image Sequence SOP UID, "" if none
+    origin: tuple[float, float, float] | None = None  # Image Position (Patient) of frame 0
+    iop: tuple[float, ...] | None = None  # Image Orientation (Patient)
 
     @property
     def n(self) -> int:
@@ -142,7 +147,37 @@ def load_series(datasets: list[pydicom.Dataset]) -> DisplaySeries:
         invert=str(getattr(first, "PhotometricInterpretation", "")) == "MONOCHROME1",
         edge_labels=display.orientation_labels(first),
         view_position=str(getattr(first, "ViewPosition", "") or ""),
-        laterality=str(getattr(first, "ImageLaterality", "") or getattr(first, "Laterality", "") or ""))
+        laterality=str(getattr(first, "ImageLaterality", "") or getattr(first, "Laterality", "") or ""),
+        derived=_image_type_1(first) == "DERIVED",
+        derivation=str(getattr(first, "DerivationDescription", "") or ""),
+        source_sops=[_source_sop(k[2]) for k in keyed],
+        origin=_floats(getattr(first, "ImagePositionPatient", None), 3),
+        iop=_floats(getattr(first, "ImageOrientationPatient", None), 6))
+
+
+def _floats(v, n: int) -> tuple | None:
+    try:
+        return tuple(float(x) for x in v) if v is not None and len(v) == n else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _image_type_1(ds: pydicom.Dataset) -> str:
+    """Value 1 of Image Type (0008,0008): ORIGINAL or DERIVED (PS3.3 C.7.6.1.1.2)."""
+    v = getattr(ds, "ImageType", None)
+    if v is None:
+        return ""
+    first = v if isinstance(v, str) else (v[0] if len(v) else "")
+    return str(first).split("\\")[0].strip().upper()
+
+
+def _source_sop(ds: pydicom.Dataset) -> str:
+    """The first Source Image Sequence reference (PS3.3 C.7.6.1.1.4), "" when there is none."""
+    for item in getattr(ds, "SourceImageSequence", []) or []:
+        uid = str(getattr(item, "ReferencedSOPInstanceUID", "") or "")
+        if uid:
+            return uid
+    return ""
 
 
 def load_study_files(paths: Iterable[Path | str], study_uid: str = "") -> LoadedStudy:
@@ -177,8 +212,8 @@ def load_study_files(paths: Iterable[Path | str], study_uid: str = "") -> Loaded
             logger.warning("series %s not displayable: %s", phi(uid), e)
     if not series:
         raise StudyLoadError(f"study {study_uid or '?'} has no displayable image series")
-    # projections first (the reading image), then cross-sections by size
-    series.sort(key=lambda s: (s.modality == "CT", s.series_uid))
+    # projections first (the reading image), then cross-sections; derived series after their originals
+    series.sort(key=lambda s: (s.modality == "CT", s.derived, s.series_uid))
     return LoadedStudy(study_uid, series, other, pid, pname)
 
 

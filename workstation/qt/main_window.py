@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 from dicom_node.privacy import phi
 
 from workstation.core import display, qa
+from workstation.core.compare import place_ct_findings
 from workstation.core.session import ReadingSession
 from workstation.core.signing import SignResult, SigningError, addendum, sign
 from workstation.core.store import ReadingStore
@@ -55,6 +56,7 @@ def load_for_reading(store: ReadingStore, study_uid: str, progress=lambda p, t="
             if hit is not None:
                 it.frame = hit[1]
     state.spacing = loaded.series[0].spacing
+    place_ct_findings(loaded, state.items)  # models.ct findings: slice and box from their centre
     progress(85, "reading SEG overlays")
     attach_seg_objects(loaded, state)
     report = store.report(study_uid)
@@ -180,7 +182,7 @@ class MainWindow(QMainWindow):
         keys: dict[int, Any] = {
             K.Key_Up: lambda: self._scroll(-1), K.Key_Down: lambda: self._scroll(1),
             K.Key_PageUp: lambda: self._scroll(-10), K.Key_PageDown: lambda: self._scroll(10),
-            K.Key_F: self.viewer.fit, K.Key_Plus: lambda: self._zoom(1.25), K.Key_Equal: lambda: self._zoom(1.25),
+            K.Key_F: self.viewer.fit, K.Key_D: self.toggle_compare, K.Key_Plus: lambda: self._zoom(1.25), K.Key_Equal: lambda: self._zoom(1.25),
             K.Key_Minus: lambda: self._zoom(0.8), K.Key_M: lambda: self.set_mode("measure"),
             K.Key_C: lambda: self.session and self.session.clear_measurements(), K.Key_O: self._toggle_all,
             K.Key_T: lambda: self.session and self.session.selected and self.session.toggle_overlay(self.session.selected),
@@ -227,6 +229,17 @@ class MainWindow(QMainWindow):
         if obj is self.findings.table and e.type() == QEvent.Type.KeyPress and self.handle_key(e):
             return True
         return super().eventFilter(obj, e)
+
+    def toggle_compare(self) -> None:
+        """Original | denoised side by side (D); says so when the series has no derived series."""
+        s = self.session
+        if s is None:
+            return
+        if s.toggle_compare():
+            self.status_text.setText(f"side by side: original | {s.compare_label()}")
+        else:
+            self.status_text.setText("side by side off" if s.pair is not None else
+                                     "no derived (denoised) series for this series")
 
     def toggle_help(self) -> None:
         self.help.setVisible(not self.help.isVisible())

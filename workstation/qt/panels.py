@@ -47,6 +47,7 @@ SHORTCUTS: tuple[tuple[str, str], ...] = (
     ("Shift+left drag, middle drag", "pan"),
     ("Right drag, Ctrl+wheel, + / -", "zoom"),
     ("F", "fit image to window"),
+    ("D", "original | denoised side by side (CT with a derived series; same slice, window, zoom, pan)"),
     ("1 … 5", "preset: default (image VOI), lung, mediastinum, bone, liver"),
     ("M", "distance tool (mm); C clears measurements"),
     ("O", "show / hide all overlays"),

@@ -64,6 +64,8 @@ class ImageViewer(QWidget):
         self.setAutoFillBackground(False)
         self._qimage: QImage | None = None
         self._qimage_key: tuple | None = None
+        self._cimage: QImage | None = None  # derived (denoised) slice of the side-by-side view
+        self._cimage_key: tuple | None = None
         self._drag_start: QPointF | None = None
         self._drag_button = Qt.MouseButton.NoButton
         self._drag_window: display.Window | None = None
@@ -89,6 +91,8 @@ class ImageViewer(QWidget):
         self.update()
 
     def _on_session(self, kind: str) -> None:
+        if kind == "compare" and self.session is not None:
+            self.fit()  # one pane or two: fit to the pane width
         if kind in ("image",) and self.session is not None:
             key = (self.session.series_index, self.session.series.shape)
             if self._fitted_for is not None and self._fitted_for[0] != key[0]:
@@ -116,6 +120,20 @@ class ImageViewer(QWidget):
             self._qimage_key = key
         return self._qimage
 
+    def _compare_image(self) -> QImage | None:
+        s = self.session
+        assert s is not None and s.window is not None
+        key = (s.series_index, s.slice_index, s.window, s.compare_active)
+        if key != self._cimage_key:
+            img8 = s.compare_image8()
+            self._cimage = gray_qimage(img8) if img8 is not None else None
+            self._cimage_key = key
+        return self._cimage
+
+    def pane_width(self) -> float:
+        """Width of one image pane (half the widget when side by side)."""
+        return self.session.pane_width(self.width()) if self.session is not None else float(self.width())
+
     def render_current(self) -> QImage:
         """The current slice as displayed (8-bit, windowed) — used by tests and screenshots."""
         return self._image()
@@ -133,11 +151,38 @@ class ImageViewer(QWidget):
         rows, cols = s.series.shape
         target = QRectF(t.offset_x, t.offset_y, cols * t.zoom, rows * t.zoom_y)
         p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, t.zoom < 1.0)
-        p.drawImage(target, self._image())
-        self._paint_overlays(p, target)
-        self._paint_measurements(p)
+        if s.compare_active:
+            self._paint_side_by_side(p, target)
+        else:
+            p.drawImage(target, self._image())
+            self._paint_overlays(p, target)
+            self._paint_measurements(p)
         self._paint_text(p)
         p.end()
+
+    def _paint_side_by_side(self, p: QPainter, target: QRectF) -> None:
+        """Original in the left pane, derived in the right: one transform, window and slice for both."""
+        s = self.session
+        assert s is not None
+        half, h = self.pane_width(), float(self.height())
+        for x0, img in ((0.0, self._image()), (half, self._compare_image())):
+            p.save()
+            p.translate(x0, 0.0)
+            p.setClipRect(QRectF(0.0, 0.0, half, h))
+            if img is not None:
+                p.drawImage(target, img)
+            else:
+                p.setPen(QColor(200, 120, 120))
+                p.drawText(QRectF(0.0, 0.0, half, h), Qt.AlignmentFlag.AlignCenter, "no derived slice here")
+            self._paint_overlays(p, target)
+            self._paint_measurements(p)
+            p.restore()
+        p.setPen(QPen(QColor(90, 90, 90), 2))
+        p.drawLine(QPointF(half, 0.0), QPointF(half, h))
+        p.setPen(QColor(120, 220, 255))
+        p.setFont(QFont("Sans", 10))
+        p.drawText(QRectF(half + 8, h - 44, half - 16, 18), Qt.AlignmentFlag.AlignLeft, s.compare_label())
+        p.drawText(QRectF(8, h - 44, half - 16, 18), Qt.AlignmentFlag.AlignLeft, "original")
 
     def _to_view(self, x: float, y: float) -> QPointF:
         assert self.session is not None
@@ -224,9 +269,14 @@ class ImageViewer(QWidget):
             p.drawText(QPointF(w - 220, 18), s.busy)
 
     # ------------------------------------------------------------------ mouse
+    def _in_right_pane(self, pos: QPointF) -> bool:
+        return self.session is not None and self.session.compare_active and pos.x() >= self.pane_width()
+
     def _image_point(self, pos: QPointF) -> tuple[float, float]:
+        """Image pixel under a widget point (either pane of the side-by-side view maps the same way)."""
         assert self.session is not None
-        return self.session.transform.view_to_image(pos.x(), pos.y())
+        x = pos.x() - self.pane_width() if self._in_right_pane(pos) else pos.x()
+        return self.session.transform.view_to_image(x, pos.y())
 
     def set_mode(self, mode: str) -> None:
         self.mode = mode
@@ -266,7 +316,11 @@ class ImageViewer(QWidget):
         if s is None:
             return
         x, y = self._image_point(e.position())
-        readout = display.pixel_readout(s.current_values(), x, y, s.series.modality)
+        values = s.compare_values() if self._in_right_pane(e.position()) else None
+        readout = display.pixel_readout(values if values is not None else s.current_values(), x, y,
+                                        s.series.modality)
+        if readout and values is not None:
+            readout = f"{readout} (denoised)"
         self.last_readout = readout or ""
         if readout:
             self.cursor_text.emit(readout)
@@ -284,7 +338,8 @@ class ImageViewer(QWidget):
         elif self._drag_button == Qt.MouseButton.RightButton:
             assert self._drag_transform is not None
             factor = float(np.exp(-d.y() / 200.0))
-            s.set_transform(self._drag_transform.zoomed(factor, self._drag_start.x(), self._drag_start.y()))
+            ax = self._drag_start.x() - (self.pane_width() if self._in_right_pane(self._drag_start) else 0.0)
+            s.set_transform(self._drag_transform.zoomed(factor, ax, self._drag_start.y()))
         elif left and self._drag_window is not None:
             sens = display.drag_sensitivity(self._drag_window)
             self._pending_window = display.drag_window(self._drag_window, d.x(), d.y(), sens)
@@ -321,6 +376,7 @@ class ImageViewer(QWidget):
         steps = e.angleDelta().y() / 120.0
         if e.modifiers() & Qt.KeyboardModifier.ControlModifier or s.series.n <= 1:
             pos = e.position()
-            s.set_transform(s.transform.zoomed(1.15 ** steps, pos.x(), pos.y()))
+            ax = pos.x() - (self.pane_width() if self._in_right_pane(pos) else 0.0)
+            s.set_transform(s.transform.zoomed(1.15 ** steps, ax, pos.y()))
         else:
             s.scroll(-int(np.sign(steps)) if abs(steps) < 1 else -int(steps))
