@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import re
+import struct
 import time
 import uuid
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
@@ -180,14 +181,99 @@ _HEADER_KEYWORDS = (
 HEADER_TAGS = frozenset(int(tag_for_keyword(k)) for k in _HEADER_KEYWORDS)  # type: ignore[arg-type]
 
 
+#: (keyword, VR) of each indexed tag, from the data dictionary (PS3.6)
+_HEADER_VRS = {int(tag_for_keyword(k)): (k, dictionary_VR(k)) for k in _HEADER_KEYWORDS}  # type: ignore[arg-type]
+#: VRs whose values the Specific Character Set applies to (PS3.5 6.1.2.3)
+_CHARSET_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "PN"})
+#: character sets the fast decoder handles, as Python codecs (PS3.3 C.12.1.1.2)
+_SIMPLE_CHARSETS = {"": "latin_1", "ISO_IR 6": "latin_1", "ISO_IR 100": "latin_1", "ISO_IR 192": "utf_8"}
+_NUMBER_VRS = frozenset({"IS", "DS", "US"})
+
+
+class _Fallback(Exception):
+    """The fast decoder meets something it leaves to pydicom."""
+
+
+class _RawHeader:
+    """The indexed elements decoded straight from their bytes: a minimal stand-in for
+    a pydicom :class:`Dataset` for :func:`header_from_dataset` (``get(keyword)``).
+
+    Text values are decoded with the data set's character set, each value stripped of
+    padding (PS3.5 6.2) and multiple values joined by ``\\``; IS/DS/US give their
+    first value as ``int``/``float``.  Anything unusual (a VR other than the
+    dictionary's, undefined lengths, a character set other than the default, Latin-1
+    or UTF-8, undecodable bytes, a malformed number) raises :class:`_Fallback` so
+    the caller decodes with pydicom instead, with identical results for the indexed
+    attributes.
+    """
+
+    def __init__(self, subset: bytes, implicit: bool, endian: str) -> None:
+        raw: dict[str, tuple[str, bytes]] = {}
+        pos, end = 0, len(subset)
+        while pos < end:
+            group, elem = struct.unpack_from(endian + "HH", subset, pos)
+            tag = group << 16 | elem
+            keyword, vr = _HEADER_VRS[tag]
+            if implicit:
+                (length,) = struct.unpack_from(endian + "I", subset, pos + 4)
+                pos += 8
+            else:
+                if subset[pos + 4:pos + 6] != vr.encode("ascii"):
+                    raise _Fallback  # e.g. UN, or a VR that disagrees with the dictionary
+                (length,) = struct.unpack_from(endian + "H", subset, pos + 6)
+                pos += 8
+            if length == 0xFFFFFFFF:
+                raise _Fallback
+            raw[keyword] = (vr, subset[pos:pos + length])
+            pos += length
+        self._endian = endian
+        charset = raw.get("SpecificCharacterSet", ("CS", b""))[1].decode("latin_1").strip(" \0")
+        if charset not in _SIMPLE_CHARSETS:
+            raise _Fallback
+        self._codec = _SIMPLE_CHARSETS[charset]
+        # decoded here, not in get(): header_from_dataset treats errors in get() as ""
+        self._values = {keyword: self._decode(vr, value) for keyword, (vr, value) in raw.items()}
+
+    def get(self, keyword: str) -> Any:
+        return self._values.get(keyword)
+
+    def _decode(self, vr: str, value: bytes) -> Any:
+        if vr == "US":
+            return struct.unpack_from(self._endian + "H", value)[0] if len(value) >= 2 else None
+        try:
+            text = value.decode(self._codec if vr in _CHARSET_VRS else "latin_1")
+        except UnicodeDecodeError:
+            raise _Fallback from None
+        parts = [p.strip(" \0") for p in text.split("\\")]
+        if vr in _NUMBER_VRS:
+            first = parts[0]
+            if not first:
+                return None
+            try:
+                number = float(first) if vr == "DS" else int(first)
+            except ValueError:
+                raise _Fallback from None
+            return number
+        return "\\".join(parts)
+
+
 def parse_header(data: bytes, transfer_syntax: str) -> InstanceHeader:
     """Check an encoded data set (no file meta) and read the indexed attributes.
 
     The whole data set is walked for completeness, but only the elements in
-    :data:`HEADER_TAGS` are decoded (pixel data is never touched).
+    :data:`HEADER_TAGS` are decoded (pixel data is never touched): straight from their
+    bytes (:class:`_RawHeader`, the fast path), or with pydicom when the fast decoder
+    declines.
     """
     subset = check_structure(data, transfer_syntax, HEADER_TAGS)
     deflated = transfer_syntax == DeflatedExplicitVRLittleEndian
+    try:
+        return header_from_dataset(_RawHeader(subset, transfer_syntax == ImplicitVRLittleEndian and not deflated,
+                                              ">" if transfer_syntax == ExplicitVRBigEndian else "<"))
+    except _Fallback:
+        pass
+    except (struct.error, KeyError):  # the walk accepted it; let pydicom judge
+        pass
     try:
         ds = read_dataset(BytesIO(subset), transfer_syntax == ImplicitVRLittleEndian and not deflated,
                           transfer_syntax != ExplicitVRBigEndian)
