@@ -58,6 +58,8 @@ class ReadingSession:
     def __post_init__(self) -> None:
         if self.window is None:
             self.window = self.series.window
+        if self.series.modality == "CT" and self.slice_index == 0:
+            self.slice_index = self.series.n // 2  # a CT opens at its middle slice, as set_series does
         for it in self.review.items:
             self.overlays.setdefault(it.id, Overlay())
         self.heatmaps = {**self.review.heatmaps, **self.heatmaps}  # type: ignore[dict-item]
