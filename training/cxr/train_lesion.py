@@ -196,17 +196,23 @@ def main() -> None:  # pragma: no cover - background job entry point
     ap.add_argument("--budget-s", type=float, default=2700.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--wait-lung", action="store_true", help="wait for out/lung_train.json first")
+    ap.add_argument("--init-from", default=None, help="lesion checkpoint to continue from")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--cache", default=None, help="grid cache (default OUT/grids.pkl)")
+    ap.add_argument("--lung", default=None, help="lung checkpoint (default OUT/lung.pt)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO)
     out = Path(args.out)
-    train, _test, openist = load_training_grids(args.data, out / "grids.pkl")
+    out.mkdir(parents=True, exist_ok=True)
+    train, _test, openist = load_training_grids(args.data, args.cache or out / "grids.pkl")
+    lung_ckpt = Path(args.lung) if args.lung else out / "lung.pt"
     while args.wait_lung and not (out / "lung_train.json").exists():
         time.sleep(10)
     normals = openist.split("train")
     nih_normals = train.subset(np.nonzero(train.abnormal == 0)[0])
-    if (out / "lung.pt").exists():
-        nih_normals = add_predicted_lungs(nih_normals, out / "lung.pt")
+    if lung_ckpt.exists():
+        nih_normals = add_predicted_lungs(nih_normals, lung_ckpt)
         keep = [i for i in range(len(nih_normals.images)) if nih_normals.lungs[i].sum() > 0.1 * nih_normals.lungs[i].size]
         nih_normals = nih_normals.subset(np.array(keep))
         backgrounds = GridSet(
@@ -219,7 +225,7 @@ def main() -> None:  # pragma: no cover - background job entry point
         backgrounds = normals
     print(json.dumps({"real_train": len(train.images), "backgrounds": len(backgrounds.images)}), flush=True)
     summary = train_lesion(train, backgrounds, args.epochs, out, budget_s=args.budget_s,
-                           steps_per_epoch=args.steps_per_epoch)
+                           steps_per_epoch=args.steps_per_epoch, init_from=args.init_from, lr=args.lr)
     print(json.dumps({k: v for k, v in summary.items() if k != "history"}))
 
 
