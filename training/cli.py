@@ -31,6 +31,7 @@ def register(commands) -> None:
     e.add_argument("--zoo", default=None, help="registry folder (default: the installed models/zoo)")
     e.add_argument("--version", default=None)
     e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--cache", default=None, help="grid cache written by training (skips re-reading the images)")
     e.set_defaults(func=_eval_cxr)
 
 
@@ -45,7 +46,8 @@ def _eval_cxr(args) -> int:
     lung = reg.session("cxr-lung", args.version if args.model == "cxr-lung" else None, threads=args.threads)
     lesion = reg.session("cxr-lesions", args.version if args.model == "cxr-lesions" else None, threads=args.threads)
     seg_thr = float(reg.get("cxr-lesions").card.extra.get("seg_threshold", 0.5))
-    metrics = evaluate(lung, lesion, args.data, seg_threshold=seg_thr)
+    metrics = evaluate(lung, lesion, args.data, seg_threshold=seg_thr, cache=args.cache,
+                       lesions=args.model == "cxr-lesions")
     card = write_card(args.model, metrics, target.card_path)
     print(json.dumps({"model": card.name, "version": card.version, "card": str(target.card_path),
                       "metrics": card.metrics}, indent=1))

@@ -159,7 +159,7 @@ def _grid_geometries(n: int, size: int) -> list[Letterbox]:
 
 
 def evaluate(lung_model, lesion_model, data: str | Path, seg_threshold: float = 0.5,
-             cache: str | Path | None = None) -> dict:
+             cache: str | Path | None = None, lesions: bool = True) -> dict:
     """Compute every metric of the module docstring; returns {"lung": ..., "lesions": ..., "thresholds": ...}."""
     from training.cxr.data import nih_records, openist_pairs, read_grey, synthetic_eval_set
     from training.cxr.train_lung import dice
@@ -186,6 +186,9 @@ def evaluate(lung_model, lesion_model, data: str | Path, seg_threshold: float = 
     lung_metrics = {"heldout_dice_mean": float(np.mean(lung_dice)), "heldout_dice_min": float(np.min(lung_dice)),
                     "n_images": len(lung_dice),
                     "data": "OpenIST normal radiographs, held-out 30% (md5 split), manual lung masks, source resolution"}
+
+    if not lesions:
+        return {"lung": lung_metrics}
 
     # thresholds on training real normals
     tr_norm = np.concatenate([nih_tr.images[nih_tr.abnormal == 0], op_tr.images])

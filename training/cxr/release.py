@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - release he
     ap.add_argument("--version", required=True)
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--train-log", type=Path, nargs="*", default=[], help="lesion_train.json of each run (into the card)")
+    ap.add_argument("--no-eval", action="store_true", help="export only (then run medws eval cxr)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO)
@@ -118,6 +120,16 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - release he
     n_lung = sum(split_of(Path(a).stem) == "train" for a, _ in openist_pairs(args.data / "normal-openist"))
     export_both(args.out, args.data, args.version, n_lung, train_json.get("real_n", 477), train_json.get("normals_n", 384),
                 zoo=args.zoo, lung_ckpt=args.lung)
+    runs = [json.loads(Path(p).read_text()) for p in args.train_log]
+    if runs:
+        from models.card import ModelCard
+
+        card_path = args.zoo / "cxr-lesions" / args.version / "card.json"
+        card = ModelCard.load(card_path)
+        card.extra["training_runs"] = [{k: v for k, v in r.items() if k != "history"} for r in runs]
+        card.save(card_path)
+    if args.no_eval:
+        return 0
     metrics = evaluate_into_cards(args.zoo, args.data, args.threads, cache=args.cache)
     print(json.dumps(metrics, indent=1, default=str)[:4000])
     return 0
