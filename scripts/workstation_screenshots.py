@@ -1,16 +1,29 @@
 """Make the workstation screenshots in ``docs/images/`` with ``medws workstation --screenshot``.
 
-Builds a demo archive (the real SIIM-ACR chest CR from ../shared/data when present, else the
-node's generated DX; a generated CT), records a radiologist's review of the chest study
-(accept the effusion, reject the pneumothorax) and a report edit with a left/right error,
-then renders: the worklist, the chest reading screen (overlays, findings, report, live QA)
-and the CT reading screen.
+The archive is filled by the real analysis pipeline (``dicom_node.analysis.analyze_study``
+with the installed models), nothing is planted:
+
+* an NIH ChestX-ray14 radiograph (``00002846_013.png``, NIH labels consolidation, effusion,
+  infiltration, pneumonia) wrapped as DX: ``cxr-lesions`` finds consolidation on both sides
+  at its shipped operating point;
+* two more NIH radiographs: ``00009507_002.png`` (marked STAT; consolidation found) and
+  ``00001280_004.png`` (NIH "No Finding"; nothing found);
+* the real SIIM-ACR CR sample: the shipped model finds nothing on it;
+* the real TotalSegmentator CT (20 slices), marked low dose (CTDIvol 1.4 mGy): routed to
+  ``ct-nodule`` (no nodule found) and ``ct-denoise`` (a derived denoised series).
+
+A radiologist's review is then recorded on the NIH study (the first finding accepted, the
+second rejected; the AI draft left as it is, so the live QA flags the rejected finding
+that the draft still mentions), and three screens are rendered: the worklist, the chest
+reading screen and the CT with original | denoised side by side.  Reads ../shared/data
+(``MEDWS_SHARED_DATA`` overrides).
 
     python scripts/workstation_screenshots.py [--out docs/images]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +33,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SHARED_CR = "cxr/samples/1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
+NIH_IMAGE = "images/00002846_013.png"
+NIH_MORE = (("images/00009507_002.png", "STAT"), ("images/00001280_004.png", ""))  # consolidation; "No Finding"
+CT_SERIES = "ct/totalseg/dicom_series"
 
 
 def main() -> int:
@@ -32,29 +48,51 @@ def main() -> int:
     from workstation.core.store import ReadingStore
     from workstation.core.study import load_study_files
 
-    shared = Path(os.environ.get("MEDWS_SHARED_DATA", REPO.parent / "shared" / "data")) / SHARED_CR
-    chest = pydicom.dcmread(shared) if shared.is_file() else None
-    if chest is not None:
-        chest.PatientName, chest.PatientID, chest.AccessionNumber = "ANON^SIIM", "SIIM-0001", "ACC0001"
+    shared = Path(os.environ.get("MEDWS_SHARED_DATA", REPO.parent / "shared" / "data"))
+    nih = shared / "cxr" / "nih"
+    rec_all = {r["file"]: r for r in json.loads((nih / "labels.json").read_text())}
+    rec = rec_all[NIH_IMAGE]
+    chest = demo.nih_as_dicom(nih / NIH_IMAGE, rec, patient_id="NIH-2846")
+    chest.PatientName, chest.AccessionNumber = "ANON^NIH", "ACC0001"
+    more = []
+    for i, (name, priority) in enumerate(NIH_MORE):
+        ds = demo.nih_as_dicom(nih / name, rec_all[name], patient_id=f"NIH-{rec_all[name]['patient_id']}")
+        ds.PatientName, ds.AccessionNumber = f"ANON^NIH{i + 2}", f"ACC01{i}"
+        if priority:
+            ds.RequestedProcedurePriority = priority
+        more.append([ds])
+    siim = pydicom.dcmread(shared / SHARED_CR)
+    siim.PatientName, siim.PatientID, siim.AccessionNumber = "ANON^SIIM", "SIIM-0001", "ACC0002"
+    ct = [pydicom.dcmread(p) for p in sorted((shared / CT_SERIES).glob("*.dcm"))]
+    ct_study, ct_series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    for ds in ct:
+        ds.CTDIvol = 1.4  # mark the scan low dose: the pipeline routes it to ct-denoise as well
+        ds.BodyPartExamined = "CHEST"
+        ds.PatientName, ds.PatientID, ds.AccessionNumber = "ANON^TOTALSEG", "TS-0001", "ACC0003"
+        if not getattr(ds, "StudyInstanceUID", ""):  # emptied by the publisher's anonymisation
+            ds.StudyInstanceUID = ct_study
+        if not getattr(ds, "SeriesInstanceUID", ""):
+            ds.SeriesInstanceUID = ct_series
+        for kw, meta in (("SOPClassUID", "MediaStorageSOPClassUID"), ("SOPInstanceUID", "MediaStorageSOPInstanceUID")):
+            if not getattr(ds, kw, ""):  # the anonymised sample keeps these in its file meta only
+                setattr(ds, kw, getattr(ds.file_meta, meta))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "root"
-        st = demo.build(root, chest=chest, ct_slices=40)
+        chest_uid, _siim_uid, ct_uid, *_ = demo.build_analyzed(root, [[chest], [siim], ct, *more])
         store = ReadingStore.open(root)
-        loaded = load_study_files(store.study_paths(st.chest_uid))
-        state = store.review_state(st.chest_uid, lambda _s: loaded.series[0].spacing)
-        state.subscribe(lambda d: store.save_decision(st.chest_uid, d, state.get(d.finding_id)))
-        by = {it.label: it for it in state.items}
-        state.accept(by["pleural_effusion"].id, "drkim")
-        state.reject(by["pneumothorax"].id, "drkim")
-        state.accept(by["nodule_mass"].id, "drkim")
-        text = ("FINDINGS:\n- Right pleural effusion with blunting of the costophrenic angle.\n"
-                f"- {by['nodule_mass'].size_mm * 2:.0f} mm nodule in the right mid zone.\n"
-                "- No pneumothorax.\n\nIMPRESSION:\n1. Pleural effusion.\n2. Right lung nodule; CT recommended.\n")
-        store.save_draft_text(st.chest_uid, text, "drkim")
+        loaded = load_study_files(store.study_paths(chest_uid))
+        state = store.review_state(chest_uid, lambda _s: loaded.series[0].spacing)
+        print(json.dumps([{"label": it.label, "p": it.probability, "side": it.laterality,
+                           "model": f"{it.model_name} {it.model_version}"} for it in state.items]))
+        state.subscribe(lambda d: store.save_decision(chest_uid, d, state.get(d.finding_id)))
+        if state.items:
+            state.accept(state.items[0].id, "drkim")
+        for it in state.items[1:2]:
+            state.reject(it.id, "drkim")
         store.close()
         args.out.mkdir(parents=True, exist_ok=True)
-        shots = [("workstation_worklist.png", []), ("workstation_chest.png", ["--open", st.chest_uid]),
-                 ("workstation_ct.png", ["--open", st.ct_uid])]
+        shots = [("workstation_worklist.png", []), ("workstation_chest.png", ["--open", chest_uid]),
+                 ("workstation_ct.png", ["--open", ct_uid, "--side-by-side"])]
         for name, extra in shots:
             cmd = [sys.executable, "-m", "medws", "workstation", "--root", str(root), *extra,
                    "--screenshot", str(args.out / name)]

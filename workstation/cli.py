@@ -12,6 +12,8 @@ def register(commands) -> None:
     p.add_argument("--open", dest="open_uid", metavar="STUDY_UID", help="open this study")
     p.add_argument("--screenshot", metavar="FILE.png", help="render offscreen, save the window as PNG and exit")
     p.add_argument("--user", default="", help="user name to sign as (default: $USER)")
+    p.add_argument("--side-by-side", action="store_true",
+                   help="with --open: show the CT series and its derived (denoised) series side by side (key D)")
     p.set_defaults(func=_workstation)
 
     users = commands.group("users", "local workstation accounts")
@@ -29,7 +31,7 @@ def register(commands) -> None:
 
 def _workstation(args: argparse.Namespace) -> int:
     from workstation.qt.app import run  # noqa: PLC0415
-    return run(args.root, args.open_uid, args.screenshot, args.user)
+    return run(args.root, args.open_uid, args.screenshot, args.user, side_by_side=args.side_by_side)
 
 
 def _root(root: str | None):

@@ -10,7 +10,7 @@ logger = logging.getLogger(__name__)
 
 
 def run(root: str | None, open_uid: str | None = None, screenshot_path: str | None = None, user: str = "",
-        timeout_s: float = 60.0, select_first: bool = True) -> int:
+        timeout_s: float = 60.0, select_first: bool = True, side_by_side: bool = False) -> int:
     """Run the GUI; with ``screenshot_path`` render offscreen, save the PNG and return."""
     if screenshot_path:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -32,6 +32,8 @@ def run(root: str | None, open_uid: str | None = None, screenshot_path: str | No
     win.refresh_worklist()
     if open_uid:
         win.open_study(open_uid)
+        if side_by_side and not screenshot_path:
+            win.study_opened.connect(lambda _u: win.toggle_compare())
     if not screenshot_path:
         return app.exec()
 
@@ -47,8 +49,11 @@ def run(root: str | None, open_uid: str | None = None, screenshot_path: str | No
     else:
         print(f"timed out after {timeout_s:.0f} s waiting for the study to open", file=sys.stderr)
         return 1
+    if open_uid and side_by_side and win.session:
+        win.toggle_compare()
     if open_uid and select_first and win.session and win.session.review.items:
         win.select_finding(win.session.review.items[0].id)
+    if open_uid and win.session:
         win.viewer.fit()
     for _ in range(5):
         app.processEvents()
