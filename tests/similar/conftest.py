@@ -118,10 +118,12 @@ def small_archive(tmp_path: Path, nih) -> Iterator[SmallArchive]:
             box = next(b["box"] for b in rec["boxes"] if b["label"] == "Effusion")
             add_finding(db, study_uid, ds.SOPInstanceUID, label, box)
         sa.studies[study_uid] = {"label": label, "sop": ds.SOPInstanceUID, "modality": "CR", "date": date}
-    ct_uid = generate_uid()
-    for ds in ct_series(n_slices=6, size=128, patient_id="PCT", study_uid=ct_uid):
-        _store(archive, ds, tmp_path)
-    sa.studies[ct_uid] = {"label": None, "sop": "", "modality": "CT", "date": "20240115"}
+    for seed in (0, 1):
+        ct_uid = generate_uid()
+        slices = ct_series(n_slices=6, size=128, seed=seed, patient_id=f"PCT{seed}", study_uid=ct_uid)
+        for ds in slices:
+            _store(archive, ds, tmp_path)
+        sa.studies[ct_uid] = {"label": None, "sop": slices[3].SOPInstanceUID, "modality": "CT", "date": "20240115"}
     db.execute("UPDATE studies SET state = 'stable'")
     yield sa
     db.close()

@@ -24,7 +24,7 @@ def test_similar_cli_json_and_index_commands(small_archive, tmp_path):
     # backfill computes the embeddings of every study (as the analysis hook does)
     p = medws("similar-index", "backfill", "--root", str(sa.root))
     assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout) == {"studies": 9, "added": 13, "kept": 0, "removed": 0, "failed": 0}
+    assert json.loads(p.stdout) == {"studies": 10, "added": 14, "kept": 0, "removed": 0, "failed": 0}
     p = medws("similar", "--root", str(sa.root), "--study", uid, "--k", "3", "--json",
               "--thumbnails", str(tmp_path / "th"))
     assert p.returncode == 0, p.stderr

@@ -32,14 +32,14 @@ def test_study_query_with_findings_reports_thumbnails(small_archive):
     sa = small_archive
     index_all(sa)
     kinds = [r["kind"] for u in sa.studies for r in rows_for(sa.db, u)]
-    assert kinds.count(CXR_IMAGE) == 8 and kinds.count(CXR_REGION) == 4 and kinds.count(CT_SERIES) == 1
+    assert kinds.count(CXR_IMAGE) == 8 and kinds.count(CXR_REGION) == 4 and kinds.count(CT_SERIES) == 2
     q, signed = effusion(sa)[0], effusion(sa)[1]
     long = "Moderate right pleural effusion with adjacent compressive atelectasis. " * 8
     sign_report(sa.db, signed, long)
     sc = SimilarCases(sa.root)
     try:
         cases = sc.by_study(q, k=10)
-        assert len(cases) == 7  # every other radiograph study, never the query, never the CT
+        assert len(cases) == 7  # every other radiograph study, never the query, never a CT
         assert q not in {c.study_uid for c in cases}
         sims = [c.similarity for c in cases]
         assert sims == sorted(sims, reverse=True) and all(-1.0001 <= s <= 1.0001 for s in sims)
@@ -132,6 +132,27 @@ def test_analysis_hook_embeds_every_analysed_study(small_archive):
     assert row["model_name"] and row["model_version"]
     assert np.linalg.norm(np.frombuffer(row["vector"], "<f4")) == pytest.approx(1.0, abs=1e-4)
     assert (sa.root / "index").is_dir() and any((sa.root / "index").glob("cxr-image--*.hnsw"))
+
+
+def test_ct_series_and_lesion_crop_queries(small_archive):
+    from dicom_node.embeddings import CT_REGION
+
+    sa = small_archive
+    cts = [u for u, s in sa.studies.items() if s["modality"] == "CT"]
+    for u in cts:
+        add_finding(sa.db, u, sa.studies[u]["sop"], "lung_nodule", [40, 40, 60, 60], task="ct-nodule")
+    index_all(sa)
+    assert [r["kind"] for r in rows_for(sa.db, cts[0])].count(CT_REGION) == 1
+    sc = SimilarCases(sa.root)
+    try:
+        by_series = sc.by_study(cts[0], k=5)
+        assert [c.study_uid for c in by_series] == [cts[1]] and by_series[0].similarity > 0.9
+        assert by_series[0].modality == "CT" and by_series[0].thumbnail_png.startswith(PNG)
+        crop = sc.by_region(cts[0], sa.studies[cts[0]]["sop"], (38, 38, 62, 62), k=5)
+        assert [c.study_uid for c in crop] == [cts[1]] and crop[0].matched["kind"] == CT_REGION
+        assert [c.study_uid for c in sc.by_finding(cts[0], "lung_nodule", k=5)] == [cts[1]]
+    finally:
+        sc.close()
 
 
 def test_excerpt():
