@@ -78,8 +78,21 @@ def main() -> int:
                 setattr(ds, kw, getattr(ds.file_meta, meta))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "root"
-        chest_uid, _siim_uid, ct_uid, *_ = demo.build_analyzed(root, [[chest], [siim], ct, *more])
+        studies = [[chest], [siim], ct, *more]
+        uids = demo.build_analyzed(root, studies)
+        chest_uid, ct_uid = uids[0], uids[2]
         store = ReadingStore.open(root)
+        found = []  # what the pipeline found, written next to the images (docs cite this file, not typed numbers)
+        for uid, dss in zip(uids, studies):
+            jobs = store.db.query("SELECT task, state, error, model_versions FROM jobs WHERE study_uid = ? ORDER BY id",
+                                  (uid,))
+            rows = store.db.query("SELECT model_name, model_version, data FROM findings WHERE study_uid = ?", (uid,))
+            found.append({"study": str(dss[0].get("AccessionNumber", "")), "patient_id": str(dss[0].PatientID),
+                          "jobs": [{"task": j["task"], "state": j["state"], "error": j["error"],
+                                    "models": json.loads(j["model_versions"] or "{}")} for j in jobs],
+                          "findings": [{"model": f"{r['model_name']} {r['model_version']}", "label": f.get("label"),
+                                        "probability": f.get("probability"), "laterality": f.get("laterality")}
+                                       for r in rows for f in json.loads(r["data"]).get("findings", [])]})
         loaded = load_study_files(store.study_paths(chest_uid))
         state = store.review_state(chest_uid, lambda _s: loaded.series[0].spacing)
         print(json.dumps([{"label": it.label, "p": it.probability, "side": it.laterality,
@@ -91,6 +104,7 @@ def main() -> int:
             state.reject(it.id, "drkim")
         store.close()
         args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "workstation_screenshots.json").write_text(json.dumps(found, indent=1) + "\n")
         shots = [("workstation_worklist.png", []), ("workstation_chest.png", ["--open", chest_uid]),
                  ("workstation_ct.png", ["--open", ct_uid, "--side-by-side"])]
         for name, extra in shots:
