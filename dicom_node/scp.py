@@ -3,8 +3,9 @@
 Throughput measures (see ``benchmarks/bench_store.py``): the maximum PDU we accept is
 raised from pynetdicom's 16 KiB (``max_pdu``), accepted sockets get ``TCP_NODELAY``,
 C-STORE writes the received bytes without decoding them, and ``workers`` > 1 runs
-several acceptor processes on one port (``SO_REUSEPORT``), each with its own
-pynetdicom AE and its own index connection, so more than one core receives.
+several acceptor processes, each with its own pynetdicom AE and its own index
+connection, so more than one core receives: the main process accepts and hands the
+connections round-robin to the processes (:class:`_Dispatcher`).
 """
 from __future__ import annotations
 
@@ -161,7 +162,30 @@ def install_event_driven_waits() -> None:
     pynetdicom.dul.time = shim  # type: ignore[assignment]
 
 
-def _server_class(reuse_port: bool) -> type[ThreadedAssociationServer]:
+class _Dispatcher:
+    """Hands accepted connections round-robin to this process and to the extra
+    acceptor processes (one Unix socket each; the connection's descriptor is passed
+    with ``SCM_RIGHTS``), so N associations spread evenly over the processes.
+
+    SO_REUSEPORT listeners were tried first: the kernel picks the listener by a hash
+    of the connection's addresses, which for 4 associations over 2 processes often
+    put 3 or all 4 in one process.
+    """
+
+    def __init__(self) -> None:
+        self.channels: list[socket.socket] = []
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def target(self) -> socket.socket | None:
+        """The channel of the process for the next connection (``None``: this one)."""
+        with self._lock:
+            slot = self._next % (len(self.channels) + 1)
+            self._next += 1
+        return None if slot == 0 else self.channels[slot - 1]
+
+
+def _server_class(reuse_port: bool, dispatcher: _Dispatcher | None = None) -> type[ThreadedAssociationServer]:
     class _Server(ThreadedAssociationServer):
         def server_bind(self) -> None:
             if reuse_port:
@@ -176,7 +200,41 @@ def _server_class(reuse_port: bool) -> type[ThreadedAssociationServer]:
                 pass
             return client, address
 
+        def process_request(self, request: Any, client_address: Any) -> None:
+            channel = dispatcher.target() if dispatcher is not None else None
+            if channel is not None:
+                try:
+                    socket.send_fds(channel, [b"c"], [request.fileno()])
+                    request.close()  # not shutdown(): the connection lives on in the other process
+                    return
+                except OSError:
+                    logger.warning("acceptor process unreachable; serving the association here")
+            super().process_request(request, client_address)
+
     return _Server
+
+
+def _receive_connections(node: "Node", channel: socket.socket) -> None:
+    """Extra acceptor: serve each connection whose descriptor arrives on ``channel``."""
+    while True:
+        try:
+            _msg, fds, _flags, _addr = socket.recv_fds(channel, 16, 4)
+        except OSError:
+            return
+        if not fds:  # the main process closed the channel
+            return
+        for fd in fds:
+            conn = socket.socket(fileno=fd)
+            server = node.server
+            if server is None:
+                conn.close()
+                return
+            try:
+                address = conn.getpeername()
+            except OSError:
+                conn.close()
+                continue
+            server.process_request(conn, address)
 
 
 class Node:
@@ -237,15 +295,17 @@ class Node:
             (evt.EVT_C_MOVE, handlers.handle_move, [self.archive, self.peers]),
         ]
 
-    def start(self, reconcile: bool = True, reuse_port: bool = False, port: int | None = None) -> int:
-        """Start accepting (non-blocking); returns the bound port."""
+    def start(self, reconcile: bool = True, reuse_port: bool = False, port: int | None = None,
+              dispatcher: _Dispatcher | None = None, host: str | None = None) -> int:
+        """Start accepting (non-blocking); returns the bound port.  ``dispatcher``
+        hands some accepted connections to other acceptor processes."""
         if reconcile:
             self.archive.reconcile()
         if self.config.event_driven_waits:
             install_event_driven_waits()
         self.ae = self.build_ae()
-        server_cls = _server_class(reuse_port)
-        address = (self.config.host, self.config.port if port is None else port)
+        server_cls = _server_class(reuse_port, dispatcher)
+        address = (self.config.host if host is None else host, self.config.port if port is None else port)
         self.server = self.ae.make_server(
             address, ae_title=self.config.ae_title, evt_handlers=self.event_handlers(), server_class=server_cls
         )
@@ -300,18 +360,23 @@ def node_status(db: Database) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------- serving
-def _acceptor_main(config: NodeConfig, port: int, level: int, ready: Any = None) -> None:
-    """Entry of an extra acceptor process (spawned); sets ``ready`` once listening."""
+def _acceptor_main(config: NodeConfig, channel: socket.socket, level: int, ready: Any = None) -> None:
+    """Entry of an extra acceptor process (spawned): serves the connections the main
+    process passes on ``channel``; sets ``ready`` once it can."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     node = Node(config, run_stability=False)
-    node.start(reconcile=False, reuse_port=True, port=port)
+    # its own server only runs the associations handed over; it listens on a loopback
+    # port nobody is told about
+    node.start(reconcile=False, port=0, host="127.0.0.1")
+    threading.Thread(target=_receive_connections, args=(node, channel), name="handover", daemon=True).start()
     if ready is not None:
         ready.set()
     stop.wait()
     node.stop()
+    channel.close()
 
 
 def write_run_file(config: NodeConfig, port: int) -> Path:
@@ -348,21 +413,28 @@ def serve(config: NodeConfig, hooks: list[StableHook] | None = None, ready: thre
     node = Node(config, hooks=hooks)
     node.jobs.requeue_running()
     multi = config.workers > 1
-    port = node.start(reconcile=True, reuse_port=multi)
+    dispatcher = _Dispatcher() if multi else None
     children: list[multiprocessing.process.BaseProcess] = []
     if multi:
+        node.archive.reconcile()  # before any acceptor stores
         ctx = multiprocessing.get_context("spawn")
         level = logging.getLogger().level
         events = []
         for _ in range(config.workers - 1):
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             child_ready = ctx.Event()
-            proc = ctx.Process(target=_acceptor_main, args=(config, port, level, child_ready), daemon=True)
+            proc = ctx.Process(target=_acceptor_main, args=(config, theirs, level, child_ready), daemon=True)
             proc.start()
+            theirs.close()
             children.append(proc)
-            events.append(child_ready)
-        for child_ready in events:  # announce "listening" only once every acceptor is
-            if not child_ready.wait(timeout=120):
+            events.append((child_ready, ours))
+        for child_ready, ours in events:  # announce "listening" only once every acceptor is ready
+            if child_ready.wait(timeout=120):
+                dispatcher.channels.append(ours)  # type: ignore[union-attr]
+            else:
                 logger.error("an acceptor process did not start within 120 s")
+                ours.close()
+    port = node.start(reconcile=not multi, dispatcher=dispatcher)
     run_file = write_run_file(config, port)
     print(json.dumps({"event": "listening", "ae_title": config.ae_title, "host": config.host, "port": port,
                       "workers": config.workers}), flush=True)
@@ -378,5 +450,7 @@ def serve(config: NodeConfig, hooks: list[StableHook] | None = None, ready: thre
         for proc in children:
             proc.join(timeout=15)
         node.stop()
+        for channel in dispatcher.channels if dispatcher is not None else []:
+            channel.close()
         run_file.unlink(missing_ok=True)
     return 0
