@@ -485,7 +485,8 @@ class SimilarityIndex:
             raw = exact_search(vecs, ids, vector, len(ids)) if len(ids) else []
         else:
             fetch = (k * 4 if per_study else k) + 8 * len(filters.exclude_studies)
-            raw = vi.search(vector, fetch, allowed)
+            with _PROCESS_LOCK:  # no graph change (add/resize by a writer thread) during the query
+                raw = vi.search(vector, fetch, allowed)
         rows = self._rows([label for label, _ in raw])
         hits: list[Hit] = []
         seen: set[str] = set()
