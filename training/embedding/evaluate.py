@@ -85,6 +85,8 @@ def write_results(comparison: dict, definition: str, version: str,
                 if who == "pixel_baseline" and model != NAME:
                     continue
                 a, b = r[who]["all_queries"], r[who]["abnormal_queries"]
+                if model != NAME and sets.get("model_version"):
+                    label = f"{model} {sets['model_version']}"
                 lines.append(f"| {data} | {label} | {a['queries']} | {a['precision_at_k']:.3f} | {a['map']:.3f} | "
                              f"{a['chance']:.3f} | {b['precision_at_k']:.3f} | {b['map']:.3f} |")
     (out / "eval_cbir.md").write_text("\n".join(lines) + "\n")
@@ -149,15 +151,32 @@ def release(ckpt: Path, version: str, cache: Path, zoo: Path = ZOO) -> Path:
     return folder
 
 
+def compare_only(version: str, cache: Path, zoo: Path = ZOO) -> None:
+    """Re-measure the installed ``cxr-lesions`` next to the released ``cxr-embed`` card's numbers."""
+    from models.embedding import CxrEmbedder
+
+    card = ModelCard.load(zoo / NAME / version / "card.json")
+    comparison = {NAME: {k: v for k, v in card.metrics.items() if isinstance(v, dict)}}
+    lesion = CxrEmbedder(threads=2, names=("cxr-lesions",))
+    comparison["cxr-lesions"] = evaluate_sets(lesion, held_out(cache))
+    comparison["cxr-lesions"]["model_version"] = lesion.model.version
+    write_results(comparison, card.metrics["definition"], version)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--ckpt", type=Path, default=Path("/tmp/medws-embed/ckpt.pt"))
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/medws-embed/cache"))
     ap.add_argument("--zoo", type=Path, default=ZOO)
+    ap.add_argument("--compare-only", action="store_true",
+                    help="keep the released cxr-embed; re-measure the installed cxr-lesions next to it")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    release(a.ckpt, a.version, a.cache, a.zoo)
+    if a.compare_only:
+        compare_only(a.version, a.cache, a.zoo)
+    else:
+        release(a.ckpt, a.version, a.cache, a.zoo)
 
 
 if __name__ == "__main__":
