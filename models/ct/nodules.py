@@ -169,6 +169,18 @@ class NodulePipeline:
         out.sort(key=lambda c: -c["score"])
         return out
 
+    @staticmethod
+    def _refine(comp: np.ndarray, prob: np.ndarray, peak: float, rel: float = 0.6) -> np.ndarray:
+        """Nodule mask for measurement: the part of the detection component with probability
+        ≥ ``rel`` × its peak that is connected to the peak (detection components at a low
+        operating threshold spill into adjacent vessels)."""
+        core = comp & (prob >= rel * peak)
+        lab, n = ndimage.label(core)
+        if n <= 1:
+            return core if core.any() else comp
+        at = lab[np.unravel_index(np.argmax(np.where(comp, prob, -1)), prob.shape)]
+        return lab == at
+
     def post_process(self, prob: np.ndarray, x: NoduleInput) -> dict[str, Any]:
         work = x.work
         lab, _ = ndimage.label((prob >= self.threshold) & ndimage.binary_dilation(x.lungs, iterations=2))
@@ -182,7 +194,7 @@ class NodulePipeline:
         extent = lung_extent(x.lungs)
         for k, c in enumerate(self.candidates(prob, x), start=1):
             sl = grow(c["slices"], 2, lab.shape)
-            m = lab[sl] == c["label_id"]
+            m = self._refine(lab[sl] == c["label_id"], prob[sl], c["score"])
             label_map[sl][m] = k
             off = [s.start for s in sl]
             h = work.hu[sl]

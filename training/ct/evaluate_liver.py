@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     info_path = ck / "train_info.json"
     train_info = (json.loads(info_path.read_text()) if info_path.is_file()
                   else {"checkpoint": "intermediate", "history_tail": json.loads((ck / "history.json").read_text())[-1:]})
+    if (ck / "lineage.json").is_file():  # fine-tuned from an earlier run: keep its record
+        train_info["fine_tuned_from"] = json.loads((ck / "lineage.json").read_text())
     card = ModelCard(
         name=MODEL_NAME, version=VERSION, task="ct-liver-and-lesion-segmentation-multiphase",
         input={"name": "image", "size": PATCH, "channels": 3, "spacing_mm": [1.5, 1.5, 1.5],

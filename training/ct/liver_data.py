@@ -54,9 +54,9 @@ def liver_patch(lv: LiverVolume, rng: np.random.Generator, size: int = 48, reuse
     liver = lv.masks["liver"]
     shape = np.array(liver.shape)
     r = rng.random()
-    if r < 0.6 and mp.lesion_labels.any():
+    if r < 0.45 and mp.lesion_labels.any():
         pts = np.argwhere(mp.lesion_labels > 0)
-    elif r < 0.9:
+    elif r < 0.7:
         pts = np.argwhere(liver[::2, ::2, ::2]) * 2
     else:
         pts = np.argwhere(np.ones(shape // 4, bool)) * 4

@@ -108,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             net.load_state_dict(torch.load(a.init, map_location="cpu"))
         info = train(net, lambda rng: liver_patch(lv, rng), Path(a.out), a.budget_min * 60, a.batch,
                      lr=a.lr, seed=a.seed, max_iters=a.max_iters, pos_weight=a.pos_weight)
+    if a.init:  # record the run this one was fine-tuned from
+        prev = Path(a.init).parent / "train_info.json"
+        (Path(a.out) / "lineage.json").write_text(json.dumps(
+            {"init": str(a.init), "previous_run": json.loads(prev.read_text()) if prev.is_file() else None}, indent=2))
     print(json.dumps(info))
     return 0
 
