@@ -26,7 +26,7 @@ def body_mask(hu: np.ndarray, threshold: float = -500.0) -> np.ndarray:
 
 
 def lung_mask(hu: np.ndarray, spacing: tuple[float, float, float], threshold: float = -400.0,
-              min_volume_ml: float = 20.0, max_median_air_hu: float = -975.0) -> np.ndarray:
+              min_volume_ml: float = 5.0, max_median_air_hu: float = -975.0) -> np.ndarray:
     """Both lungs of any chest CT (no given masks needed).
 
     Air (< ``threshold`` HU) is split into 3-D components; a component is lung when it holds

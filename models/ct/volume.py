@@ -345,7 +345,9 @@ def resample(vol: CTVolume, spacing: tuple[float, float, float], order: int = 1,
     import SimpleITK as sitk
 
     img = vol.to_sitk()
-    size = [max(1, int(round(n * s / t))) for n, s, t in
+    # sample only inside the source extent (first to last voxel centre): a grid that runs past
+    # it is filled with ``fill`` (air), which would join the lungs to the air around the patient
+    size = [max(1, int(np.floor((n - 1) * s / t + 1e-6)) + 1) for n, s, t in
             zip(img.GetSize(), img.GetSpacing(), (spacing[2], spacing[1], spacing[0]))]
     out = sitk.Resample(img, size, sitk.Transform(), sitk.sitkLinear if order else sitk.sitkNearestNeighbor,
                         img.GetOrigin(), (spacing[2], spacing[1], spacing[0]), img.GetDirection(),
