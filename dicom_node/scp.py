@@ -86,6 +86,13 @@ class _WaitingTime:
             time.sleep(seconds)
             return
         thread = threading.current_thread()
+        assoc = thread if getattr(thread, "dimse", None) is not None else getattr(thread, "assoc", None)
+        if assoc is None or not getattr(assoc, "is_acceptor", False):
+            # only the node's own (acceptor) associations: a requestor's reactor must keep
+            # pynetdicom's timing, or it can take the response its user thread waits for
+            # ("Received unexpected C-STORE service message", then a network time-out)
+            time.sleep(seconds)
+            return
         queue_ = getattr(getattr(thread, "dimse", None), "msg_queue", None)
         if queue_ is not None:  # an Association reactor
             with queue_.not_empty:
