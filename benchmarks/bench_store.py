@@ -5,13 +5,18 @@ sent by DCMTK ``storescu`` (``TCP_NODELAY=1`` in its environment) over 1 and ove
 concurrent associations to each receiver, started fresh for each run:
 
 - medws: ``medws node serve`` (fsync of every file + index transaction before the
-  success status; ``--workers`` acceptor processes on one port for >1 association)
+  success status; ``--workers`` acceptor processes for >1 association), timed once
+  its start-up (loading the analysis models) has gone idle; its CPU time per
+  instance is recorded
+- a pynetdicom no-op SCP (medws's transport settings, a handler that answers success
+  without touching the data): the ceiling of any handler on this DICOM stack
 - DCMTK ``storescp`` (``TCP_NODELAY=1``; writes files, no fsync, no index), at its
   default settings (one association at a time) and with ``--fork`` (one process per
   association) for the concurrent runs
 - Orthanc (files + SQLite index)
 
-Wall time runs from the first association request to the last C-STORE response.
+Wall time runs from the first association request to the last C-STORE response. The
+disk's fsync latency for one instance is measured before and after the runs.
 Results go to ``benchmarks/results/bench_store.json`` and ``.md``.
 
 Usage: ``python benchmarks/bench_store.py [--n 400] [--repeat 1] [--quick]``
@@ -28,6 +33,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -67,35 +73,58 @@ def send(files: list[Path], port: int, ae: str, associations: int) -> float:
     return wall
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its children."""
+    import psutil
+
+    total = 0.0
+    try:
+        procs = [psutil.Process(pid)]
+        procs += procs[0].children(recursive=True)
+    except psutil.Error:
+        return 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def wait_idle(pid: int, timeout_s: float = 120.0, window_s: float = 0.5, busy_cpu_s: float = 0.03) -> None:
     """Wait until the server and its children use < ``busy_cpu_s`` CPU seconds in a
     ``window_s`` window: ``medws node serve`` loads its analysis models in the
     background after it listens, and that start-up must not be timed as receiving."""
-    import psutil
-
-    def cpu() -> float:
-        total = 0.0
-        try:
-            procs = [psutil.Process(pid)]
-            procs += procs[0].children(recursive=True)
-        except psutil.Error:
-            return 0.0
-        for p in procs:
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-            except psutil.Error:
-                pass
-        return total
-
     deadline = time.monotonic() + timeout_s
-    prev = cpu()
+    prev = tree_cpu_s(pid)
     while time.monotonic() < deadline:
         time.sleep(window_s)
-        now = cpu()
+        now = tree_cpu_s(pid)
         if now - prev < busy_cpu_s:
             return
         prev = now
+
+
+def fsync_latency_ms(folder: Path, size: int, n: int = 15) -> float:
+    """Median time (ms) to write ``size`` bytes to a new file in ``folder`` and fsync
+    it: the floor of a receiver that makes each instance durable before answering."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = os.urandom(size)
+    times = []
+    for i in range(n):
+        path = folder / f"probe{i}"
+        t0 = time.perf_counter()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        times.append(time.perf_counter() - t0)
+        path.unlink()
+    times.sort()
+    return 1000 * times[len(times) // 2]
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -120,13 +149,58 @@ def run_medws(files: list[Path], work: Path, associations: int, workers: int, fs
         if '"listening"' not in line:
             raise RuntimeError(f"medws serve did not start: {line!r}")
         wait_idle(proc.pid)
+        cpu0 = tree_cpu_s(proc.pid)
         wall = send(files, port, "MEDWS", associations)
+        cpu_s = tree_cpu_s(proc.pid) - cpu0
     finally:
         stop(proc)
     out = subprocess.run([sys.executable, "-m", "medws", "node", "status", "--root", str(root), "--json"],
                          cwd=REPO, capture_output=True, text=True, check=True)
     stored = json.loads(out.stdout)["instances"]
-    return {"wall_s": wall, "stored": stored, "workers": workers, "fsync": fsync}
+    return {"wall_s": wall, "stored": stored, "workers": workers, "fsync": fsync, "server_cpu_s": cpu_s}
+
+
+def noop_scp_main(port: int) -> int:
+    """A bare pynetdicom storage SCP with medws's transport settings (4 MiB PDU,
+    TCP_NODELAY, event-driven waits) whose handler answers success without touching
+    the data: the floor of the Python DICOM stack, which no handler can go below."""
+    from pynetdicom import AE, AllStoragePresentationContexts, evt
+
+    from dicom_node import scp
+
+    scp.install_event_driven_waits()
+    ae = AE(ae_title="NOOP")
+    ae.maximum_pdu_size = 4 * 1024 * 1024
+    for cx in AllStoragePresentationContexts:
+        ae.add_supported_context(cx.abstract_syntax, scp.TRANSFER_SYNTAXES)
+    handlers = [(evt.EVT_REQUESTED, scp._wake_dul_on_send), (evt.EVT_C_STORE, lambda event: 0x0000)]
+    server = ae.make_server(("127.0.0.1", port), evt_handlers=handlers, server_class=scp._server_class(False))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    print('{"event": "listening"}', flush=True)
+    try:
+        sys.stdin.read()  # until the benchmark closes our stdin
+    finally:
+        server.shutdown()
+    return 0
+
+
+def run_noop(files: list[Path], work: Path, associations: int) -> dict:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--noop-scp", str(port)], cwd=REPO, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        if '"listening"' not in line:
+            raise RuntimeError(f"no-op SCP did not start: {line!r}")
+        wait_idle(proc.pid)
+        cpu0 = tree_cpu_s(proc.pid)
+        wall = send(files, port, "NOOP", associations)
+        cpu_s = tree_cpu_s(proc.pid) - cpu0
+    finally:
+        if proc.stdin:
+            proc.stdin.close()
+        stop(proc)
+    return {"wall_s": wall, "stored": len(files), "server_cpu_s": cpu_s}
 
 
 def run_storescp(files: list[Path], work: Path, associations: int, fork: bool) -> dict:
@@ -164,7 +238,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="medws acceptor processes for the concurrent runs (capped at the CPU count, at least 2)")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (n=8, one round), results not written")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument("--noop-scp", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.noop_scp is not None:
+        return noop_scp_main(args.noop_scp)
     n = 8 if args.quick else args.n
     if args.quick:
         args.repeat = 1
@@ -173,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp_path = Path(tmp)
         files = make_files(tmp_path / "src", n, args.size)
         total_mb = sum(f.stat().st_size for f in files) / 1e6
+        fsync_ms = [fsync_latency_ms(tmp_path / "probe", files[0].stat().st_size)]
         configs = []
         many = max(2, min(args.workers, os.cpu_count() or 1))
         for assoc in (1, 4):
@@ -183,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                 configs.append(("medws", assoc, lambda w, a=assoc: run_medws(files, w, a, 1)))
                 configs.append((f"medws --workers {many}", assoc, lambda w, a=assoc: run_medws(files, w, a, many)))
                 configs.append(("medws (no fsync)", assoc, lambda w, a=assoc: run_medws(files, w, a, 1, False)))
+            configs.append(("pynetdicom no-op SCP", assoc, lambda w, a=assoc: run_noop(files, w, a)))
             configs.append(("storescp", assoc, lambda w, a=assoc: run_storescp(files, w, a, fork=False)))
             if assoc > 1:
                 configs.append(("storescp --fork", assoc, lambda w, a=assoc: run_storescp(files, w, a, fork=True)))
@@ -199,12 +278,16 @@ def main(argv: list[str] | None = None) -> int:
                     raise RuntimeError(f"{name}: stored {res['stored']} of {n}")
                 runs.setdefault((name, assoc), []).append(res)
                 print(f"round {r}: {name:18s} assoc={assoc}  {n / res['wall_s']:8.1f} inst/s", flush=True)
+        fsync_ms.append(fsync_latency_ms(tmp_path / "probe", files[0].stat().st_size))
         for (name, assoc), results in runs.items():
             walls = sorted(x["wall_s"] for x in results)
             median = walls[len(walls) // 2]
             row = {"receiver": name, "associations": assoc, "instances": n, "runs": len(walls),
                    "instances_per_s": n / median, "mb_per_s": total_mb / median, "wall_s": median,
                    "wall_s_all": [round(w, 3) for w in walls]}
+            cpus = sorted(x["server_cpu_s"] for x in results if "server_cpu_s" in x)
+            if cpus:
+                row["server_cpu_ms_per_instance"] = 1000 * cpus[len(cpus) // 2] / n
             rows.append(row)
             print(f"{name:18s} assoc={assoc}  median {row['instances_per_s']:8.1f} inst/s", flush=True)
 
@@ -221,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             if r["associations"] not in best or r["instances_per_s"] > best[r["associations"]][1]:
                 best[r["associations"]] = (r["receiver"], r["instances_per_s"])
     for assoc, (medws_name, m) in best.items():
-        for other in ("storescp", "storescp --fork", "orthanc", "medws (no fsync)"):
+        for other in ("storescp", "storescp --fork", "orthanc", "medws (no fsync)", "pynetdicom no-op SCP"):
             o = rate(other, assoc)
             if o:
                 ratios[f"{medws_name}/{other} @{assoc}"] = m / o
@@ -239,14 +322,15 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "bench_store",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "load_avg_1m_at_end": os.getloadavg()[0]},
+                    "load_avg_1m_at_end": os.getloadavg()[0],
+                    "fsync_one_instance_ms_before_after": [round(x, 2) for x in fsync_ms]},
         "setup": {"instances": n, "size": f"{args.size}x{args.size} 16-bit CT, explicit VR LE",
                   "total_mb": round(total_mb, 1), "sender": "DCMTK storescu, TCP_NODELAY=1, one process per association",
                   "medws": "`medws node serve` (timed once its start-up, incl. loading the analysis models, is idle): "
                            "fsync file + directory and index transaction before each success; "
                            "max PDU 4 MiB; TCP_NODELAY; header elements decoded from their bytes, pixel data never "
                            "decoded; event-driven pynetdicom waits; 1 acceptor "
-                           "process, and N SO_REUSEPORT acceptor processes (--workers N) for 4 associations",
+                           "process, and --workers N processes (the main one hands accepted associations round-robin to them) for 4 associations",
                   "storescp": "TCP_NODELAY=1, default PDU, writes files without fsync or index",
                   "orthanc": "default storage + SQLite index", "repeat": args.repeat,
                   "statistic": "median wall time over the rounds (receivers run round-robin)"},
@@ -258,11 +342,17 @@ def main(argv: list[str] | None = None) -> int:
              f"{n} CT instances {args.size}x{args.size} 16-bit ({total_mb:.0f} MB), sender DCMTK storescu "
              f"(TCP_NODELAY=1), {result['machine']['cpus']} CPUs, {result['date']}.", "",
              f"Median of {args.repeat} round-robin rounds; 1-minute load average at the end: "
-             f"{result['machine']['load_avg_1m_at_end']:.1f} (shared machine).", "",
-             "| receiver | associations | instances/s | MB/s | median wall s | all wall s |", "|---|---|---|---|---|---|"]
+             f"{result['machine']['load_avg_1m_at_end']:.1f} (shared machine). Writing + fsyncing one instance's "
+             f"file on this disk took {fsync_ms[0]:.1f} ms before the runs and {fsync_ms[1]:.1f} ms after (median): "
+             f"a receiver that makes each instance durable before answering cannot exceed "
+             f"~{1000 / max(fsync_ms):.0f} instances/s on one association here.", "",
+             "| receiver | associations | instances/s | MB/s | median wall s | all wall s | server CPU ms/instance |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
+        cpu = r.get("server_cpu_ms_per_instance")
         lines.append(f"| {r['receiver']} | {r['associations']} | {r['instances_per_s']:.1f} | {r['mb_per_s']:.1f} | "
-                     f"{r['wall_s']:.2f} | {', '.join(f'{w:.2f}' for w in r['wall_s_all'])} |")
+                     f"{r['wall_s']:.2f} | {', '.join(f'{w:.2f}' for w in r['wall_s_all'])} | "
+                     f"{'' if cpu is None else f'{cpu:.2f}'} |")
     lines += ["", "| ratio | value |", "|---|---|"] + [f"| {k} | {v:.2f} |" for k, v in ratios.items()]
     lines += ["", "Targets: " + "; ".join(f"{k}: {'met' if v else 'missed'}" for k, v in targets.items()), ""]
     (args.out / "bench_store.md").write_text("\n".join(lines))
