@@ -42,7 +42,8 @@ def _real_targets(grid: GridSet, i: int, size: int, seg: int) -> tuple[np.ndarra
 
 
 def make_batch(
-    rng: np.random.Generator, real: GridSet, normals: GridSet, n_real: int, n_normal: int, n_synth: int
+    rng: np.random.Generator, real: GridSet, normals: GridSet, n_real: int, n_normal: int, n_synth: int,
+    kind_p: list[float] | None = None,
 ) -> dict[str, np.ndarray]:
     """Assemble one mixed batch (images, class labels, abnormality, seg targets and weights)."""
     size = real.images.shape[-1] if len(real.images) else normals.images.shape[-1]
@@ -59,7 +60,7 @@ def make_batch(
         if len(imgs) < n_real + n_normal:
             img, masks = normals.images[i], np.zeros((len(CLASSES), size, size), bool)
         else:
-            kinds = list(rng.choice(CLASSES, size=1 if rng.random() < 0.7 else 2, replace=False))
+            kinds = list(rng.choice(CLASSES, size=1 if rng.random() < 0.7 else 2, replace=False, p=kind_p))
             img, masks = synthetic_sample(normals.images[i], normals.lungs[i], float(normals.spacing[i]), rng, kinds)
         present = masks.any(axis=(1, 2)).astype(np.float32)
         imgs.append(img)
@@ -113,6 +114,7 @@ def train_lesion(
     device: str | None = None,
     seed: int = 0,
     max_steps: int | None = None,
+    kind_p: list[float] | None = None,
 ) -> dict:
     """Train; checkpoint ``out_dir/lesion.pt`` after every epoch. Returns the training summary."""
     out = Path(out_dir)
@@ -134,7 +136,7 @@ def train_lesion(
         for _ in range(steps_per_epoch):
             for group in opt.param_groups:
                 group["lr"] = lr_at(lr, max(step / max(total, 1), (time.time() - t0) / budget_s))
-            b = {k: torch.from_numpy(np.ascontiguousarray(v)).to(dev) for k, v in make_batch(rng, real, normals, *batch).items()}
+            b = {k: torch.from_numpy(np.ascontiguousarray(v)).to(dev) for k, v in make_batch(rng, real, normals, *batch, kind_p=kind_p).items()}
             loss = lesion_loss(net.forward_logits(b["image"]), b, pos_weight)
             opt.zero_grad()
             loss.backward()
@@ -149,7 +151,7 @@ def train_lesion(
         print(json.dumps(history[-1]), flush=True)
         if step >= total or time.time() - t0 > budget_s:
             break
-    summary = {"steps": step, "epochs_run": len(history), "history": history, "batch": list(batch),
+    summary = {"init_from": str(init_from) if init_from else None, "lr": lr, "kind_p": kind_p, "steps": step, "epochs_run": len(history), "history": history, "batch": list(batch),
                "real_n": len(real.images), "normals_n": len(normals.images), "wall_s": round(time.time() - t0, 1)}
     (out / "lesion_train.json").write_text(json.dumps(summary, indent=1))
     return summary
@@ -198,6 +200,7 @@ def main() -> None:  # pragma: no cover - background job entry point
     ap.add_argument("--wait-lung", action="store_true", help="wait for out/lung_train.json first")
     ap.add_argument("--init-from", default=None, help="lesion checkpoint to continue from")
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--kind-p", type=float, nargs=5, default=None, help="sampling weights of the synthetic kinds")
     ap.add_argument("--cache", default=None, help="grid cache (default OUT/grids.pkl)")
     ap.add_argument("--lung", default=None, help="lung checkpoint (default OUT/lung.pt)")
     args = ap.parse_args()
@@ -225,7 +228,8 @@ def main() -> None:  # pragma: no cover - background job entry point
         backgrounds = normals
     print(json.dumps({"real_train": len(train.images), "backgrounds": len(backgrounds.images)}), flush=True)
     summary = train_lesion(train, backgrounds, args.epochs, out, budget_s=args.budget_s,
-                           steps_per_epoch=args.steps_per_epoch, init_from=args.init_from, lr=args.lr)
+                           steps_per_epoch=args.steps_per_epoch, init_from=args.init_from, lr=args.lr,
+                           kind_p=list(np.asarray(args.kind_p) / np.sum(args.kind_p)) if args.kind_p else None)
     print(json.dumps({k: v for k, v in summary.items() if k != "history"}))
 
 
