@@ -192,7 +192,8 @@ def post_process(
         lab, n = ndi.label(region_all)
         if n == 0:
             continue
-        peaks = ndi.maximum(prob, lab, index=np.arange(1, n + 1))
+        # per-region maximum over each region's bounding box (ndi.maximum sorts the whole map)
+        peaks = np.array([float(prob[sl][lab[sl] == i + 1].max()) for i, sl in enumerate(ndi.find_objects(lab))])
         areas = ndi.sum(region_all, lab, index=np.arange(1, n + 1))
         order = [k for k in np.argsort(peaks)[::-1] if areas[k] >= MIN_REGION_PX or peaks[k] == peak]
         for k in order[:MAX_REGIONS_PER_CLASS]:
