@@ -83,6 +83,9 @@ class OrtModel:
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # no busy-waiting of the intra-op threads after a run: the numpy pre/post-processing
+        # around every predict (and other workers) need those cores (MEDWS_ORT_SPIN=1 restores it)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("MEDWS_ORT_SPIN", "0"))
         wanted = list(providers) if providers is not None else default_providers()
         try:
             self._session = ort.InferenceSession(str(self.path), sess_options=opts, providers=wanted)
