@@ -12,13 +12,19 @@ def register(commands) -> None:
     p = train.add_parser("cxr", help="train, export (ONNX + parity) and evaluate the chest X-ray models",
                          description="train the lung-field and lesion models on DIR (../shared/data/cxr layout: "
                                      "nih/, normal-openist/), export them to OUT/zoo and write measured metrics into their cards")
-    p.add_argument("--data", required=True, help="chest X-ray data root (nih/labels.json, normal-openist/)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="chest X-ray data root (nih/labels.json, normal-openist/)")
+    src.add_argument("--dataset", help="medws-dataset export (docs/dataset-format.md): fine-tune --from on its train "
+                                       "split into a candidate version OUT/zoo/<name>/<version>/ for medws models promote")
     p.add_argument("--out", required=True, help="output folder (checkpoints, OUT/zoo/<name>/<version>/)")
     p.add_argument("--epochs", type=int, default=40, help="lesion-model epochs (25 steps each); lung: 4x")
     p.add_argument("--budget-min", type=float, default=45.0, help="wall-clock budget per model (minutes)")
     p.add_argument("--from", dest="init_from", default=None,
-                   help="start the lesion model from this registry model's weights.pt (e.g. cxr-lesions)")
-    p.add_argument("--version", default="0.1.0", help="semantic version of the new models")
+                   help="start the lesion model from this registry model's weights.pt (e.g. cxr-lesions; "
+                        "NAME@VERSION with --dataset)")
+    p.add_argument("--version", default=None,
+                   help="semantic version of the new models (default 0.1.0; with --dataset: --from's version, patch + 1)")
+    p.add_argument("--steps-per-epoch", type=int, default=50, help="with --dataset: lesion steps per epoch")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--skip-lung", action="store_true", help="reuse OUT/lung.pt instead of training the lung model")
     p.set_defaults(func=_train_cxr)
@@ -57,9 +63,36 @@ def _eval_cxr(args) -> int:
 def _train_cxr(args) -> int:
     from pathlib import Path
 
+    if args.dataset:
+        return _fine_tune_cxr(args)
     from training.cxr.release import train_and_release
 
     train_and_release(Path(args.data), Path(args.out), epochs=args.epochs, budget_s=60 * args.budget_min,
-                      version=args.version, init_from=args.init_from, threads=args.threads,
+                      version=args.version or "0.1.0", init_from=args.init_from, threads=args.threads,
                       skip_lung=args.skip_lung)
+    return 0
+
+
+def _fine_tune_cxr(args) -> int:
+    """``--dataset DIR --from CURRENT``: candidate version for ``medws models promote``."""
+    import sys
+
+    from models.errors import ModelError
+    from training.datasets.medws_export import DatasetFormatError
+    from training.promotion.retrain import candidate_from_export
+
+    if not args.init_from:
+        print("medws train cxr: --dataset needs --from CURRENT (e.g. --from cxr-lesions)", file=sys.stderr)
+        return 2
+    try:
+        vdir = candidate_from_export(args.dataset, args.out, args.init_from, version=args.version,
+                                     epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+                                     budget_s=60 * args.budget_min, threads=args.threads)
+    except (ModelError, DatasetFormatError, ValueError) as e:
+        print(f"medws train cxr: {e}", file=sys.stderr)
+        return 2
+    name, version = vdir.parent.name, vdir.name
+    print(f"candidate {name}@{version} installed in {vdir}")
+    print(f"gate it: MEDWS_MODELS_DIR={vdir.parent.parent} medws models promote {name}@{version} "
+          f"--locked-set {args.dataset}")
     return 0

@@ -175,3 +175,32 @@ def deid_folder(tmp_path):
     folder = tmp_path / "images"
     write_deidentified_folder(folder)
     return folder
+
+
+def make_tiny_cxr_export(shared_data, tmp_path, n: int = 6, fractions=(1.0, 0.0, 0.0)):
+    """``n`` real radiographs labelled in the store (3 boxes, the rest normal), reviewed and
+    exported as a medws-dataset; returns the export folder."""
+    from labeling_tool.core.export import export_dataset
+    from labeling_tool.core.sources import FolderSource
+    from labeling_tool.core.store import LabelStore
+
+    folder = tmp_path / "png"
+    folder.mkdir()
+    src = sorted((shared_data / "cxr" / "normal-openist" / "images").glob("*.jpg"))[:n]
+    for i, p in enumerate(src):
+        (folder / f"{i:04d}_000.jpg").write_bytes(p.read_bytes())
+    store = LabelStore.open_for(FolderSource(folder))
+    for i, row in enumerate(store.images()):
+        if i < 3:  # smoke-test labels: a box, not a clinical finding
+            store.add(row["image_id"], "alice", "box", "consolidation", {"x1": 100, "y1": 150, "x2": 180, "y2": 260})
+        else:
+            store.set_image_label(row["image_id"], "alice", "normal")
+        store.mark_labelled(row["image_id"], "alice")
+        store.review(row["image_id"], "rev", "approve")
+    export_dataset(store, tmp_path / "ds", fractions=fractions)
+    return tmp_path / "ds"
+
+
+@pytest.fixture
+def tiny_cxr_export(shared_data, tmp_path):
+    return make_tiny_cxr_export(shared_data, tmp_path)
