@@ -650,11 +650,22 @@ class LocalWorkerPool(JobRunner):
             t.start()
             self._threads.append(t)
 
-    def stop(self, timeout_s: float = 30.0) -> None:
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop taking jobs; wait up to ``timeout_s`` in all for running ones.
+
+        A job still running after that is abandoned with the (daemon) thread when the
+        process exits: its results are committed in one transaction with the job's
+        completion, so nothing half-done is kept, and ``requeue_running`` at the next
+        start puts it back in the queue.  A clean shutdown never waits for a long CT job.
+        """
         self._stop.set()
         WAKE.set()
+        deadline = time.monotonic() + timeout_s
         for t in self._threads:
-            t.join(timeout=timeout_s)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        busy = [t.name for t in self._threads if t.is_alive()]
+        if busy:
+            logger.warning("shutdown: %d job(s) still running are left to be re-queued at the next start", len(busy))
 
 
 def claim_job(db: Database, job_id: int, worker_id: str) -> Job | None:

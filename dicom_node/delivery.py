@@ -252,4 +252,4 @@ class DeliveryWorker:
         self._stop.set()
         DELIVERY_WAKE.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=5)  # a send in progress is retried after restart
