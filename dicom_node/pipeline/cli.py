@@ -3,21 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
+from dicom_node.cli import _guard
 
-def _guard(fn):
-    def run(args: argparse.Namespace) -> int:
-        from dicom_node.errors import NodeError
 
-        try:
-            return fn(args)
-        except NodeError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-
-    return run
 
 
 def _db(args: argparse.Namespace) -> tuple[Any, Any]:
