@@ -170,11 +170,22 @@ class Registry:
         ModelIntegrityError
             When the weights do not match the card.
         """
+        return self.load(name, version, threads, providers)[0]
+
+    def load(self, name: str, version: str | None = None, threads: int | None = None,
+             providers: list[str] | None = None):
+        """Like :meth:`session`, and also return the card of the version that was loaded
+        (one resolution of the active version, so session and card always agree).
+
+        Returns
+        -------
+        tuple[models.session.OrtModel, ModelCard]
+        """
         from models.session import OrtModel
 
         entry = self.get(name, version)
         entry.verify()
-        return OrtModel(entry.onnx_path, threads=threads, providers=providers)
+        return OrtModel(entry.onnx_path, threads=threads, providers=providers), entry.card
 
     # ---- promotion / rollback support ------------------------------------------
     def set_active(self, name: str, version: str, directory: str | os.PathLike | None = None,

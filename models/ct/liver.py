@@ -108,11 +108,9 @@ class LiverPipeline:
         if self._model is None:
             from models.registry import Registry
 
-            reg = Registry()
-            entry = reg.get(MODEL_NAME)
-            self.version = entry.card.version
-            self.threshold = float(entry.card.thresholds.get("lesion", self.threshold))
-            self._model = reg.session(MODEL_NAME, threads=self.threads)
+            self._model, card = Registry().load(MODEL_NAME, threads=self.threads)
+            self.version = card.version
+            self.threshold = float(card.thresholds.get("lesion", self.threshold))
         return self._model
 
     def pre_process(self, vols: list[CTVolume]) -> LiverInput:
