@@ -40,3 +40,15 @@ def test_nodule_patch_sampler():
     assert x.shape == (32, 32, 32) and 0 <= x.min() and x.max() <= 1.05 and y.sum() > 0
     x, y = nodule_patch(lv, rng, size=32, p_pos=0.0)
     assert y.sum() == 0
+
+
+def test_training_record_reads_info_and_lineage(tmp_path) -> None:
+    import json
+
+    from training.ct.export import training_record
+
+    (tmp_path / "history.json").write_text(json.dumps([{"step": 1}, {"step": 2}]))
+    assert training_record(tmp_path) == {"checkpoint": "intermediate", "history_tail": [{"step": 2}]}
+    (tmp_path / "train_info.json").write_text(json.dumps({"steps": 9}))
+    (tmp_path / "lineage.json").write_text(json.dumps({"from": "run-1"}))
+    assert training_record(tmp_path) == {"steps": 9, "fine_tuned_from": {"from": "run-1"}}

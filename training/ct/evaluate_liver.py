@@ -22,7 +22,7 @@ from models.card import ModelCard, sha256_file
 from models.ct.liver import MODEL_NAME, PATCH, LiverPipeline, normalise
 from models.ct.phases import from_content
 from models.session import OrtModel
-from training.ct.export import export_onnx
+from training.ct.export import export_onnx, training_record
 from training.ct.froc import dice
 from training.ct.liver_data import liver_case, liver_train_volume
 from training.ct.networks import small_unet
@@ -137,11 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     pipe = LiverPipeline(model=OrtModel(onnx_path, threads=1))
     pipe.version = VERSION
     metrics, rows = evaluate(pipe, lv, a.cases)
-    info_path = ck / "train_info.json"
-    train_info = (json.loads(info_path.read_text()) if info_path.is_file()
-                  else {"checkpoint": "intermediate", "history_tail": json.loads((ck / "history.json").read_text())[-1:]})
-    if (ck / "lineage.json").is_file():  # fine-tuned from an earlier run: keep its record
-        train_info["fine_tuned_from"] = json.loads((ck / "lineage.json").read_text())
+    train_info = training_record(ck)
     card = ModelCard(
         name=MODEL_NAME, version=VERSION, task="ct-liver-and-lesion-segmentation-multiphase",
         input={"name": "image", "size": PATCH, "channels": 3, "spacing_mm": [1.5, 1.5, 1.5],

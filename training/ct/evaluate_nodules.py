@@ -22,7 +22,7 @@ from models.card import ModelCard, sha256_file
 from models.ct.nodules import MODEL_NAME, PATCH, SPACING, NodulePipeline, normalise
 from models.session import OrtModel
 from training.ct.data import nodule_case, nodule_volumes
-from training.ct.export import export_onnx
+from training.ct.export import export_onnx, training_record
 from training.ct.froc import dice, froc
 from training.ct.networks import small_unet
 
@@ -154,11 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     sets = {"heldout_region": (vs["heldout_region"], 10000), "heldout_volume": (vs["heldout_volume"], 20000)}
     res, measures = evaluate(pipe, sets, {"heldout_region": a.cases_region, "heldout_volume": a.cases_volume},
                              cand_threshold=min(0.2, pipe.threshold))
-    info_path = ck / "train_info.json"
-    train_info = (json.loads(info_path.read_text()) if info_path.is_file()
-                  else {"checkpoint": "intermediate", "history_tail": json.loads((ck / "history.json").read_text())[-1:]})
-    if (ck / "lineage.json").is_file():  # fine-tuned from an earlier run: keep its record
-        train_info["fine_tuned_from"] = json.loads((ck / "lineage.json").read_text())
+    train_info = training_record(ck)
     card = ModelCard(
         name=MODEL_NAME, version=VERSION, task="ct-lung-nodule-segmentation",
         input={"name": "image", "size": PATCH, "channels": 1, "spacing_mm": list(SPACING),

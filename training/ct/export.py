@@ -1,6 +1,7 @@
 """ONNX export with a torch ↔ ONNX Runtime parity check (fixed spatial size, dynamic batch)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -37,3 +38,15 @@ def export_onnx(net: torch.nn.Module, path: Path, in_channels: int, patch: int,
         raise RuntimeError(f"ONNX parity failed: max |torch - ort| = {worst} > {atol}")
     return {"parity_max_abs_diff": worst, "parity_atol": atol, "opset": 17,
             "size_bytes": path.stat().st_size}
+
+
+def training_record(ckpt: Path) -> dict:
+    """What a model card says about the run behind a checkpoint folder: its ``train_info.json``
+    (or, for an intermediate checkpoint, the last ``history.json`` entry) plus the
+    ``lineage.json`` of the run it was fine-tuned from, when there is one."""
+    info_path = ckpt / "train_info.json"
+    record = (json.loads(info_path.read_text()) if info_path.is_file()
+              else {"checkpoint": "intermediate", "history_tail": json.loads((ckpt / "history.json").read_text())[-1:]})
+    if (ckpt / "lineage.json").is_file():
+        record["fine_tuned_from"] = json.loads((ckpt / "lineage.json").read_text())
+    return record
