@@ -42,6 +42,7 @@ class NodeConfig:
     network_timeout_s: float = 60.0
     max_associations: int = 32
     event_driven_waits: bool = True
+    storage_acceptor: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.ae_title.strip()) <= 16 or "\\" in self.ae_title:
@@ -78,7 +79,7 @@ _FIELDS = {f.name: f for f in dataclasses.fields(NodeConfig)}
 def _coerce(name: str, value: Any) -> Any:
     kind = {"root": Path, "port": int, "workers": int, "max_instance_bytes": int, "max_pdu": int,
             "max_associations": int, "quiet_period_s": float, "network_timeout_s": float,
-            "require_registered": bool, "fsync": bool, "event_driven_waits": bool}.get(name, str)
+            "require_registered": bool, "fsync": bool, "event_driven_waits": bool, "storage_acceptor": bool}.get(name, str)
     try:
         if kind is bool and isinstance(value, str):
             low = value.strip().lower()

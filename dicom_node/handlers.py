@@ -22,7 +22,7 @@ from dicom_node import query
 from dicom_node.archive import Archive
 from dicom_node.audit import Audit
 from dicom_node.db import Database
-from dicom_node.errors import NodeError
+from dicom_node.errors import NodeError, TooLargeError
 from dicom_node.peers import PeerRegistry
 
 logger = logging.getLogger(__name__)
@@ -39,18 +39,22 @@ def _calling(event: Any) -> str:
     return str(event.assoc.requestor.ae_title or "").strip()
 
 
+def admit(peers: PeerRegistry, audit: Audit, require_registered: bool, calling: str, address: str) -> bool:
+    """True when ``calling`` may associate from ``address``; a refusal is audited and
+    logged (the caller answers A-ASSOCIATE-RJ "calling AE title not recognized")."""
+    if not require_registered or peers.is_allowed(calling, address):
+        return True
+    audit.record("association.rejected", actor=calling, address=address, reason="calling AE title not recognized")
+    logger.warning("association from %s (%s) rejected: calling AE title not registered", calling, address)
+    return False
+
+
 def handle_requested(event: Any, peers: PeerRegistry, audit: Audit, require_registered: bool) -> None:
     """EVT_REQUESTED: reject an unregistered calling AE title/host with A-ASSOCIATE-RJ
     (rejected-permanent, service-user, "calling AE title not recognized", PS3.8 9.3.4)."""
-    if not require_registered:
+    calling = str(event.assoc.requestor.primitive.calling_ae_title or "").strip()
+    if admit(peers, audit, require_registered, calling, str(event.assoc.requestor.address or "")):
         return
-    primitive = event.assoc.requestor.primitive
-    calling = str(primitive.calling_ae_title or "").strip()
-    address = str(event.assoc.requestor.address or "")
-    if peers.is_allowed(calling, address):
-        return
-    audit.record("association.rejected", actor=calling, address=address, reason="calling AE title not recognized")
-    logger.warning("association from %s (%s) rejected: calling AE title not registered", calling, address)
     event.assoc.acse.send_reject(0x01, 0x01, 0x03)
     event.assoc.kill()  # as pynetdicom's own rejection: waits until the A-ASSOCIATE-RJ is sent
 
@@ -60,24 +64,33 @@ def handle_echo(event: Any) -> int:
     return STATUS_SUCCESS
 
 
+def store_status(archive: Archive, data: bytes, transfer_syntax: str, sop_class_uid: str, sop_instance_uid: str,
+                 calling: str, size: int | None = None) -> int:
+    """Store one received instance; the C-STORE status to answer (PS3.4 B.2.3).
+
+    ``size`` is the received length when ``data`` was dropped for exceeding
+    ``max_instance_bytes`` while it arrived.
+    """
+    try:
+        if size is not None and size > archive.config.max_instance_bytes:
+            raise TooLargeError(f"instance of {size} bytes exceeds max_instance_bytes="
+                                f"{archive.config.max_instance_bytes}")
+        archive.store(data, transfer_syntax=transfer_syntax, sop_class_uid=sop_class_uid,
+                      sop_instance_uid=sop_instance_uid, source_ae=calling)
+    except NodeError as e:
+        logger.warning("C-STORE from %s refused with 0x%04X: %s", calling, e.status, e)
+        return e.status
+    except Exception:  # noqa: BLE001 - the node must keep running
+        logger.exception("C-STORE from %s failed unexpectedly", calling)
+        return STATUS_UNEXPECTED
+    return STATUS_SUCCESS
+
+
 def handle_store(event: Any, archive: Archive) -> int:
     """C-STORE (PS3.4 B.2): store the received bytes; success only once durable."""
     request = event.request
-    try:
-        archive.store(
-            event.encoded_dataset(include_meta=False),
-            transfer_syntax=str(event.context.transfer_syntax),
-            sop_class_uid=str(request.AffectedSOPClassUID),
-            sop_instance_uid=str(request.AffectedSOPInstanceUID),
-            source_ae=_calling(event),
-        )
-    except NodeError as e:
-        logger.warning("C-STORE from %s refused with 0x%04X: %s", _calling(event), e.status, e)
-        return e.status
-    except Exception:  # noqa: BLE001 - the node must keep running
-        logger.exception("C-STORE from %s failed unexpectedly", _calling(event))
-        return STATUS_UNEXPECTED
-    return STATUS_SUCCESS
+    return store_status(archive, event.encoded_dataset(include_meta=False), str(event.context.transfer_syntax),
+                        str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID), _calling(event))
 
 
 def _identifier(ds: Dataset) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from dicom_node.jobs import JobQueue
 from dicom_node.outbox import Outbox
 from dicom_node.peers import PeerRegistry
 from dicom_node.stability import StabilityMonitor, StableHook
+from dicom_node.storage_acceptor import StorageAcceptor
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ TRANSFER_SYNTAXES: list[str] = [
     _uid.RLELossless,
 ]
 UNCOMPRESSED = [_uid.ExplicitVRLittleEndian, _uid.ImplicitVRLittleEndian]
+VERIFICATION_SYNTAXES = UNCOMPRESSED + [_uid.ExplicitVRBigEndian]
 
 RUN_FILE = "run/node.json"
 
@@ -192,7 +194,8 @@ class _Dispatcher:
         return None if slot == 0 else self.channels[slot - 1]
 
 
-def _server_class(reuse_port: bool, dispatcher: _Dispatcher | None = None) -> type[ThreadedAssociationServer]:
+def _server_class(reuse_port: bool, dispatcher: _Dispatcher | None = None,
+                  acceptor: StorageAcceptor | None = None) -> type[ThreadedAssociationServer]:
     class _Server(ThreadedAssociationServer):
         def server_bind(self) -> None:
             if reuse_port:
@@ -216,6 +219,10 @@ def _server_class(reuse_port: bool, dispatcher: _Dispatcher | None = None) -> ty
                     return
                 except OSError:
                     logger.warning("acceptor process unreachable; serving the association here")
+            if acceptor is not None:  # storage associations: our own receive path; others: pynetdicom
+                acceptor.start(request, client_address,
+                               lambda sock, address: ThreadedAssociationServer.process_request(self, sock, address))
+                return
             super().process_request(request, client_address)
 
     return _Server
@@ -272,6 +279,11 @@ class Node:
         self.run_stability = run_stability
         self.ae: AE | None = None
         self.server: ThreadedAssociationServer | None = None
+        self.storage = StorageAcceptor(
+            config, self.archive, self.peers, self.audit, TRANSFER_SYNTAXES,
+            VERIFICATION_SYNTAXES,
+            others_active=lambda: len(self.server.active_associations) if self.server is not None else 0,
+        ) if config.storage_acceptor else None
 
     def build_ae(self) -> AE:
         """The pynetdicom AE with every supported presentation context."""
@@ -279,7 +291,7 @@ class Node:
         ae.maximum_pdu_size = self.config.max_pdu
         ae.network_timeout = self.config.network_timeout_s
         ae.maximum_associations = self.config.max_associations
-        ae.add_supported_context(Verification, UNCOMPRESSED + [_uid.ExplicitVRBigEndian])
+        ae.add_supported_context(Verification, VERIFICATION_SYNTAXES)
         for cx in AllStoragePresentationContexts:
             # scp_role/scu_role: accept the requestor's SCP role for C-GET (PS3.7 D.3.3.4)
             ae.add_supported_context(cx.abstract_syntax, TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
@@ -311,7 +323,7 @@ class Node:
         if self.config.event_driven_waits:
             install_event_driven_waits()
         self.ae = self.build_ae()
-        server_cls = _server_class(reuse_port, dispatcher)
+        server_cls = _server_class(reuse_port, dispatcher, self.storage)
         address = (self.config.host if host is None else host, self.config.port if port is None else port)
         self.server = self.ae.make_server(
             address, ae_title=self.config.ae_title, evt_handlers=self.event_handlers(), server_class=server_cls
@@ -340,8 +352,13 @@ class Node:
             server.shutdown()
             deadline = time.monotonic() + grace_s
             # let established associations finish; half-open connections are aborted below
-            while any(a.is_established for a in server.active_associations) and time.monotonic() < deadline:
+            while time.monotonic() < deadline and (
+                any(a.is_established for a in server.active_associations)
+                or (self.storage is not None and self.storage.active)
+            ):
                 time.sleep(0.05)
+            if self.storage is not None:
+                self.storage.abort_all()
             self.ae.shutdown()
             self.server = None
         self.db.close()

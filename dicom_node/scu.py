@@ -30,6 +30,41 @@ from dicom_node.peers import Peer
 
 logger = logging.getLogger(__name__)
 
+
+def install_requestor_response_guard() -> None:
+    """Close a race in pynetdicom's requestor (idempotent).
+
+    After each ``send_c_*`` the requestor's reactor thread is released and, when it is
+    scheduled late, runs its non-blocking ``get_msg`` after the user thread has sent the
+    next request; a fast peer's response is then taken by the reactor ("Received
+    unexpected C-STORE service message") and the user thread waits for the DIMSE
+    time-out.  Here a requestor's reactor leaves responses on the queue for the user
+    thread (it only serves requests, e.g. C-GET's C-STORE sub-operations).
+    """
+    import threading
+
+    from pynetdicom.dimse import DIMSEServiceProvider
+
+    if getattr(DIMSEServiceProvider.get_msg, "_medws_guard", False):
+        return
+    original = DIMSEServiceProvider.get_msg
+
+    def get_msg(self: Any, block: bool = False) -> Any:
+        if not block:
+            assoc = getattr(self, "assoc", None)
+            if assoc is not None and assoc.is_requestor and threading.current_thread() is assoc:
+                with self.msg_queue.mutex:
+                    head = self.msg_queue.queue[0] if self.msg_queue.queue else None
+                if head is not None and not getattr(head[1], "is_valid_request", True):
+                    return None, None
+        return original(self, block)
+
+    get_msg._medws_guard = True  # type: ignore[attr-defined]
+    DIMSEServiceProvider.get_msg = get_msg  # type: ignore[method-assign]
+
+
+install_requestor_response_guard()
+
 DEFAULT_RETURN_KEYS = {
     "STUDY": ["PatientID", "PatientName", "StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber",
               "StudyDescription", "ModalitiesInStudy", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances"],

@@ -9,6 +9,12 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+# tests drive pynetdicom requestors directly; give them the fix for pynetdicom's
+# reactor/user-thread race on fast peers (see dicom_node.scu)
+from dicom_node.scu import install_requestor_response_guard  # noqa: E402
+
+install_requestor_response_guard()
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MEDWS_SHARED_DATA", REPO.parent / "shared" / "data"))
 
