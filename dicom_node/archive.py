@@ -17,8 +17,10 @@ import logging
 import os
 import re
 import struct
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -282,6 +284,58 @@ def parse_header(data: bytes, transfer_syntax: str) -> InstanceHeader:
     return header_from_dataset(ds)
 
 
+def _fsync_path(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class DirectorySync:
+    """Group commit of directory fsyncs.
+
+    Every instance is renamed into its series folder and the folder fsync'd before its
+    success status.  Associations storing into the same folder at the same time share
+    one fsync: a caller takes a ticket after its rename and returns once an fsync that
+    *started* after the ticket has completed (its own, or one another thread ran
+    meanwhile).  Nothing is acknowledged before the fsync that covers its rename.
+    """
+
+    def __init__(self, fsync: Any = _fsync_path) -> None:
+        self._fsync = fsync
+        self._cond = threading.Condition()
+        self._state: dict[str, list[int]] = {}  # folder -> [tickets issued, tickets covered, fsync running]
+
+    def sync(self, folder: str) -> None:
+        """Return once ``folder``'s entries as they are now are durable."""
+        with self._cond:
+            state = self._state.setdefault(folder, [0, 0, 0])
+            state[0] += 1
+            ticket = state[0]
+            while state[1] < ticket:
+                if state[2]:
+                    self._cond.wait()
+                    continue
+                state[2], covers = 1, state[0]
+                self._cond.release()
+                try:
+                    self._fsync(folder)
+                    done = True
+                finally:
+                    self._cond.acquire()
+                    state[2] = 0
+                    self._cond.notify_all()
+                if done:
+                    state[1] = max(state[1], covers)
+            if state[1] == state[0] and not state[2]:
+                self._state.pop(folder, None)
+
+
+#: hashing runs beside the file write and fsync (hashlib releases the GIL)
+_HASHER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="archive-hash")
+
+
 class Archive:
     """Files under ``<root>/dicom`` and their rows in the index."""
 
@@ -290,6 +344,7 @@ class Archive:
         self.root = config.root
         self.db = db
         self.audit = audit or Audit(db)
+        self.directory_sync = DirectorySync()
 
     # ------------------------------------------------------------------ paths
     def relative_path(self, study_uid: str, series_uid: str, sop_instance_uid: str) -> str:
@@ -337,8 +392,7 @@ class Archive:
         if sop_instance_uid and header.sop_instance_uid != sop_instance_uid:
             raise SOPClassMismatchError("data set SOP Instance UID differs from the request's Affected SOP Instance UID")
         meta = file_meta_bytes(header.sop_class_uid, header.sop_instance_uid, transfer_syntax, source_ae)
-        digest = hashlib.sha256(data).hexdigest()
-        return self._store_parsed(header, meta, data, digest, transfer_syntax, source_ae)
+        return self._store_parsed(header, meta, data, None, transfer_syntax, source_ae)
 
     def store_file(self, path: str | os.PathLike[str], source_ae: str = "") -> StoreResult:
         """Store a DICOM Part 10 file (its data set bytes are kept unchanged)."""
@@ -357,8 +411,11 @@ class Archive:
         )
 
     def _store_parsed(
-        self, h: InstanceHeader, meta: bytes, data: bytes, digest: str, transfer_syntax: str, source_ae: str
+        self, h: InstanceHeader, meta: bytes, data: bytes, digest: str | None, transfer_syntax: str, source_ae: str
     ) -> StoreResult:
+        """Write and index; ``digest`` (SHA-256 of ``data``) is computed here when not
+        given: at once when the SOP Instance UID is already stored (the duplicate
+        rules need it), else beside the write."""
         rel = self.relative_path(h.study_uid, h.series_uid, h.sop_instance_uid)
         path = self.absolute(rel)
         existing = self.db.query(
@@ -366,6 +423,8 @@ class Archive:
         )
         outcome = StoreOutcome.STORED
         old_path: str | None = None
+        if existing and digest is None:
+            digest = hashlib.sha256(data).hexdigest()
         if existing:
             old = existing[0]
             if old["sha256"] == digest and self.absolute(old["path"]).is_file():
@@ -382,7 +441,14 @@ class Archive:
                                        h.sop_instance_uid)
                 outcome = StoreOutcome.REPLACED
             old_path = old["path"]
-        self._write_file(path, meta, data)
+        if digest is None:
+            hashing = _HASHER.submit(lambda: hashlib.sha256(data).hexdigest())
+            try:
+                self._write_file(path, meta, data)
+            finally:
+                digest = hashing.result()
+        else:
+            self._write_file(path, meta, data)
         now = time.time()
         with self.db.transaction() as conn:
             # re-checked inside the transaction: another association may have stored it meanwhile
@@ -413,7 +479,7 @@ class Archive:
                     os.fsync(f.fileno())
             os.replace(tmp, path)
             if self.config.fsync:
-                self._fsync_dir(path.parent)
+                self.directory_sync.sync(str(path.parent))
                 if new_dir:
                     self._fsync_dir(path.parent.parent)
                     self._fsync_dir(path.parent.parent.parent)

@@ -206,3 +206,43 @@ def test_store_file_keeps_data_set_bytes(archive: Archive) -> None:
     path = Path(get_testdata_file("CT_small.dcm"))
     result = archive.store_file(path)
     assert _split(result.path)[0] == _split(path)[0]
+
+
+def test_directory_sync_shares_fsyncs_and_covers_every_caller() -> None:
+    import threading
+    import time as _time
+
+    from dicom_node.archive import DirectorySync
+
+    events: list[tuple[str, int, float]] = []  # ("start"/"end", fsync number, time)
+    lock = threading.Lock()
+
+    def slow_fsync(folder: str) -> None:
+        with lock:
+            n = sum(1 for e in events if e[0] == "start")
+            events.append(("start", n, _time.monotonic()))
+        _time.sleep(0.02)
+        with lock:
+            events.append(("end", n, _time.monotonic()))
+
+    sync = DirectorySync(slow_fsync)
+    returned: list[tuple[float, float]] = []  # (ticket time, return time)
+
+    def caller() -> None:
+        t0 = _time.monotonic()
+        sync.sync("/some/series")
+        returned.append((t0, _time.monotonic()))
+
+    threads = [threading.Thread(target=caller) for _ in range(12)]
+    for t in threads:
+        t.start()
+        _time.sleep(0.003)
+    for t in threads:
+        t.join()
+    starts = {n: t for kind, n, t in events if kind == "start"}
+    ends = {n: t for kind, n, t in events if kind == "end"}
+    assert len(returned) == 12
+    assert len(starts) < 12  # shared
+    for t0, t1 in returned:  # each caller saw an fsync that started after its ticket and ended before it returned
+        assert any(starts[n] >= t0 and ends[n] <= t1 for n in starts)
+    assert sync._state == {}
