@@ -114,7 +114,7 @@ def _resample(arr: np.ndarray, out_w: int, out_h: int, box: tuple[float, float, 
     return np.asarray(img.resize((out_w, out_h), Image.Resampling.BILINEAR, box=box), dtype=np.float32)
 
 
-def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
+def letterbox(image: np.ndarray, size: int, reducing_gap: float | None = None) -> tuple[np.ndarray, Letterbox]:
     """Aspect-preserving resize of a 2-D image into ``size x size`` with symmetric zero padding.
 
     Parameters
@@ -123,6 +123,10 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
         Grey-level image (converted to float32).
     size : int
         Side of the square output.
+    reducing_gap : float, optional
+        Two-step shrink as ``PIL.Image.resize(reducing_gap=...)``: box reduction by the
+        integer factor that leaves a shrink >= ``reducing_gap`` (:func:`box_reduce`), then the
+        antialiased bilinear filter; None is the exact one-step filter.
 
     Returns
     -------
@@ -133,10 +137,52 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
     lb = Letterbox.for_shape(image.shape[0], image.shape[1], size)
     new_w, new_h = _content_wh(lb)
     # the source region seen by the new_w x new_h content grid under the exact transform
-    content = _resample(image, new_w, new_h, _source_box(lb, new_w, new_h), nearest=False)
+    box = _source_box(lb, new_w, new_h)
+    if reducing_gap:
+        # PIL's two-step shrink (Image.resize(reducing_gap=...)): the integer box reduction
+        # is done here in numpy, straight from the caller's array (PIL would first copy the
+        # full-size image into its own buffer), then PIL filters the small image
+        ky = int((box[3] - box[1]) / new_h / reducing_gap) or 1
+        kx = int((box[2] - box[0]) / new_w / reducing_gap) or 1
+        if kx > 1 or ky > 1:
+            image = box_reduce(np.asarray(image, dtype=np.float32), ky, kx)
+            box = (box[0] / kx, box[1] / ky, box[2] / kx, box[3] / ky)
+    content = _resample(image, new_w, new_h, box, nearest=False)
     out = np.zeros((size, size), dtype=np.float32)
     out[lb.pad_y:lb.pad_y + new_h, lb.pad_x:lb.pad_x + new_w] = content
     return out, lb
+
+
+def box_reduce(image: np.ndarray, ky: int, kx: int) -> np.ndarray:
+    """Mean over ``ky x kx`` blocks anchored at (0, 0), as ``PIL.Image.reduce``.
+
+    The last row/column of blocks averages the pixels it has when the shape is not a
+    multiple of the factor.  Rows are summed as contiguous row blocks and columns with
+    strided adds: one pass over the full-size image.
+    """
+    h, w = image.shape
+    nh, nw = -(-h // ky), -(-w // kx)
+    hf, wf = h // ky * ky, w // kx * kx
+    rows = np.empty((nh, w), np.float32)
+    if ky > 1:
+        np.sum(image[:hf].reshape(h // ky, ky, w), axis=1, out=rows[:h // ky])
+        if hf < h:
+            np.sum(image[hf:], axis=0, out=rows[-1])
+    else:
+        rows[:] = image
+    out = np.empty((nh, nw), np.float32)
+    full = out[:, :w // kx]
+    np.copyto(full, rows[:, 0:wf:kx])
+    for j in range(1, kx):
+        full += rows[:, j:wf:kx]
+    if wf < w:
+        np.sum(rows[:, wf:], axis=1, out=out[:, -1])
+    count_r = np.full(nh, ky, np.float32)
+    count_r[h // ky:] = h - hf
+    count_c = np.full(nw, kx, np.float32)
+    count_c[w // kx:] = w - wf
+    out /= count_r[:, None] * count_c[None, :]
+    return out
 
 
 def _floor_px(extent: float, size: int) -> int:

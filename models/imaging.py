@@ -219,7 +219,9 @@ def _from_dataset(ds: Any, path: str) -> Radiograph:
     if frames != 1:
         raise UnsupportedInputError(f"{name}: multi-frame object ({frames} frames), expected one radiograph")
     try:
-        stored = ds.pixel_array
+        stored = _native_pixels(ds)
+        if stored is None:
+            stored = ds.pixel_array
     except Exception as e:  # missing decoder, corrupt stream ...
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         ts_name = getattr(ts, "name", str(ts))
@@ -229,18 +231,20 @@ def _from_dataset(ds: Any, path: str) -> Radiograph:
 
     invert = photometric == "MONOCHROME1" or (
         photometric == "MONOCHROME2" and _text(ds, "PresentationLUTShape").upper() == "INVERSE")
-    lo, hi = (int(stored.min()), int(stored.max())) if stored.size else (0, 0)
-    affine = _affine_to_unit(ds, lo, hi) if stored.dtype.kind in "iu" else None
+    affine = _affine_to_unit(ds, stored) if stored.dtype.kind in "iu" else None
+    lo, hi = (0, 0)
+    if affine is None and stored.size and stored.dtype.kind in "iu":
+        lo, hi = int(stored.min()), int(stored.max())
     if affine is not None:
         # the usual case (rescale + linear window / 8-bit / min-max) is one affine map and a
-        # clip: done in place on one float32 copy
+        # clip, MONOCHROME1 inversion folded in (PS3.3 C.7.6.3.1.2: 1 - clip(t) = clip(1 - t)):
+        # one float32 copy and three in-place passes (a casting ufunc is slower than astype)
         x0, a, window, voi = affine
+        gain, offset = (-a, 1.0 + x0 * a) if invert else (a, -x0 * a)
         pixels = stored.astype(np.float32)
-        pixels -= np.float32(x0)
-        pixels *= np.float32(a)
+        pixels *= np.float32(gain)
+        pixels += np.float32(offset)
         np.clip(pixels, 0.0, 1.0, out=pixels)
-        if invert:  # MONOCHROME1 shows its minimum as white (PS3.3 C.7.6.3.1.2)
-            np.subtract(np.float32(1.0), pixels, out=pixels)
     elif stored.dtype.kind in "iu" and hi - lo < (1 << 17):
         # other integer data (LUT sequences, sigmoid): run the grayscale pipeline once per
         # possible stored value and apply it as one lookup table, in row blocks
@@ -276,12 +280,49 @@ def _from_dataset(ds: Any, path: str) -> Radiograph:
     )
 
 
-def _affine_to_unit(ds: Any, lo: int, hi: int) -> tuple[float, float, tuple[float, float] | None, str] | None:
+_NATIVE_LITTLE_ENDIAN = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})  # PS3.5 A.1, A.2
+
+
+def _native_pixels(ds: Any) -> np.ndarray | None:
+    """Zero-copy view of uncompressed little-endian single-frame grey pixel data, or None.
+
+    Native (uncompressed) Pixel Data of Implicit/Explicit VR Little Endian is the stored
+    values row by row (PS3.5 8.1.1); reading it with ``numpy.frombuffer`` avoids pydicom's
+    decoder copies.  Unused high bits of unsigned data are masked as pydicom does (PS3.5
+    8.1.1: bits above Bits Stored are not part of the value); signed data with unused bits
+    (sign extension), other syntaxes and odd layouts return None (pydicom decodes them).
+    """
+    meta = getattr(ds, "file_meta", None)
+    ts = str(getattr(meta, "TransferSyntaxUID", "") or "") if meta is not None else ""
+    if ts not in _NATIVE_LITTLE_ENDIAN or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+        return None
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        alloc, stored_bits = int(ds.BitsAllocated), int(ds.get("BitsStored", ds.BitsAllocated))
+        signed = int(ds.get("PixelRepresentation", 0)) == 1
+        samples = int(ds.get("SamplesPerPixel", 1))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    data = ds.PixelData
+    if samples != 1 or alloc not in (8, 16) or not isinstance(data, (bytes, bytearray)) or stored_bits > alloc:
+        return None
+    n = rows * cols
+    if len(data) < n * alloc // 8 or (signed and stored_bits < alloc):
+        return None
+    dtype = np.dtype({(8, False): "u1", (8, True): "i1", (16, False): "<u2", (16, True): "<i2"}[(alloc, signed)])
+    arr = np.frombuffer(data, dtype=dtype, count=n).reshape(rows, cols)
+    if stored_bits < alloc and n and int(arr.max()) >> stored_bits:
+        arr = arr & np.array((1 << stored_bits) - 1, dtype=dtype)
+    return arr
+
+
+def _affine_to_unit(ds: Any, stored: np.ndarray) -> tuple[float, float, tuple[float, float] | None, str] | None:
     """``(x0, a, window, voi)`` with presentation = clip((stored - x0) * a, 0, 1), or None.
 
     Covers Rescale Slope/Intercept followed by a LINEAR or LINEAR_EXACT window
     (PS3.3 C.11.2.1.2), an 8-bit image without VOI, or min-max; LUT sequences and SIGMOID
-    windows are not affine (None: the caller uses :func:`_grayscale`).
+    windows are not affine (None: the caller uses :func:`_grayscale`).  The stored minimum
+    and maximum are only computed for the min-max case.
     """
     if "ModalityLUTSequence" in ds or ds.get("VOILUTSequence"):
         return None
@@ -302,6 +343,7 @@ def _affine_to_unit(ds: Any, lo: int, hi: int) -> tuple[float, float, tuple[floa
         return (v0 - k) / m, m / span, (center, width), f"window {center:g}/{width:g} {function}"
     if int(ds.get("BitsStored", 16)) <= 8 and int(ds.get("PixelRepresentation", 0)) == 0 and not has_rescale:
         return 0.0, 1.0 / (2 ** int(ds.get("BitsStored", 8)) - 1), None, "8-bit / 255 (no VOI in the header)"
+    lo, hi = (int(stored.min()), int(stored.max())) if stored.size else (0, 0)
     if hi == lo:
         return float(lo), 0.0, None, "min-max (no VOI in the header)"
     # (v - v_min) / (v_max - v_min) with v = m * stored + k

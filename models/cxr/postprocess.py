@@ -65,11 +65,20 @@ class LungFields:
     right: np.ndarray  # patient's right lung = image left
     left: np.ndarray
     midline_x: float
+    _rows: dict = field(default_factory=dict, repr=False)
 
     @property
     def found(self) -> bool:
         """Whether any lung field was segmented."""
         return bool(self.mask.any())
+
+    def row_extent(self, side: str) -> tuple[int, int] | None:
+        """(top, bottom exclusive) rows of ``side`` ("right", "left", else both lungs); None when empty."""
+        if side not in self._rows:
+            ref = {"right": self.right, "left": self.left}.get(side, self.mask)
+            rows = np.flatnonzero(ref.any(axis=1))
+            self._rows[side] = (int(rows[0]), int(rows[-1]) + 1) if rows.size else None
+        return self._rows[side]
 
 
 @dataclass
@@ -90,6 +99,12 @@ def upsample(prob: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
+def _mean_column(mask: np.ndarray) -> float:
+    """Mean column index of the pixels of ``mask`` (from its column histogram)."""
+    counts = mask.sum(axis=0)
+    return float((counts * np.arange(mask.shape[1])).sum() / max(counts.sum(), 1))
+
+
 def lung_fields(lung_prob: np.ndarray, threshold: float = 0.5) -> LungFields:
     """Split the lung probability map into the two lungs (largest components, by side)."""
     mask = lung_prob >= threshold
@@ -98,27 +113,29 @@ def lung_fields(lung_prob: np.ndarray, threshold: float = 0.5) -> LungFields:
     if n == 0:
         empty = np.zeros_like(mask)
         return LungFields(mask, empty, empty.copy(), size / 2.0)
-    sizes = ndi.sum(mask, lab, index=np.arange(1, n + 1))
-    order = np.argsort(sizes)[::-1]
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]
+    order = np.argsort(sizes, kind="stable")[::-1]
     keep = [k + 1 for k in order[:2] if sizes[k] >= 0.15 * sizes.max()]
-    comps = sorted((lab == k for k in keep), key=lambda m: np.nonzero(m)[1].mean())
+    comps = sorted((lab == k for k in keep), key=_mean_column)
     clean = np.zeros_like(mask)
     for c in comps:
         clean |= c
     if len(comps) == 2:
         right, left = comps
-        mid = (np.nonzero(right)[1].max() + np.nonzero(left)[1].min()) / 2.0
+        mid = (np.flatnonzero(right.any(axis=0))[-1] + np.flatnonzero(left.any(axis=0))[0]) / 2.0
     else:
-        xs = np.nonzero(clean)[1]
         mid = size / 2.0
-        right = clean & (np.arange(size)[None, :] < mid) if xs.mean() < mid else np.zeros_like(clean)
+        right = clean & (np.arange(size)[None, :] < mid) if _mean_column(clean) < mid else np.zeros_like(clean)
         left = clean & ~right
     return LungFields(clean, right, left, float(mid))
 
 
-def laterality(region: np.ndarray, lungs: LungFields) -> str:
-    """``"right"``, ``"left"`` or ``"bilateral"`` (patient's side; image left = patient right)."""
-    xs = np.nonzero(region)[1] + 0.5
+def laterality(region: np.ndarray, lungs: LungFields, x0: int = 0) -> str:
+    """``"right"``, ``"left"`` or ``"bilateral"`` (patient's side; image left = patient right).
+
+    ``region`` may be a crop of the model grid whose first column is ``x0``.
+    """
+    xs = np.nonzero(region)[1] + (x0 + 0.5)
     if xs.size == 0:
         return "bilateral"
     right_frac = float(np.mean(xs < lungs.midline_x))
@@ -127,14 +144,14 @@ def laterality(region: np.ndarray, lungs: LungFields) -> str:
     return "right" if right_frac > 0.5 else "left"
 
 
-def zone(region: np.ndarray, lungs: LungFields, side: str) -> str:
-    """``"upper"``, ``"middle"`` or ``"lower"`` by the region centroid within the lung's height."""
-    ref = {"right": lungs.right, "left": lungs.left}.get(side, lungs.mask)
-    if not ref.any():
-        ref = lungs.mask if lungs.found else np.ones_like(region)
-    rows = np.nonzero(ref)[0]
-    top, bottom = rows.min(), rows.max() + 1
-    cy = float(np.nonzero(region)[0].mean()) + 0.5
+def zone(region: np.ndarray, lungs: LungFields, side: str, y0: int = 0) -> str:
+    """``"upper"``, ``"middle"`` or ``"lower"`` by the region centroid within the lung's height.
+
+    ``region`` may be a crop of the model grid whose first row is ``y0``.
+    """
+    extent = lungs.row_extent(side) or lungs.row_extent("both")
+    top, bottom = extent if extent is not None else (0, lungs.mask.shape[0])
+    cy = float(np.nonzero(region)[0].mean()) + y0 + 0.5
     t = (cy - top) / max(bottom - top, 1)
     return "upper" if t < 1 / 3 else ("middle" if t < 2 / 3 else "lower")
 
@@ -180,38 +197,56 @@ def post_process(
     """
     size = geometry.size
     lungs = lung_fields(upsample(lung_prob, size))
-    near_lung = ndi.binary_dilation(lungs.mask, iterations=LUNG_MARGIN_PX) if lungs.found else None
     result = CxrFindings(float(abnormality), {c: float(s) for c, s in zip(CLASSES, scores)})
     for ci, cls in enumerate(CLASSES):
         score = float(scores[ci])
         if score < thresholds.get(cls, 0.5):
-            continue
+            continue  # maps are only read for classes at their operating point
         prob = upsample(seg[ci], size)
         peak = float(prob.max())
         region_all = prob >= max(min(seg_threshold, 0.5 * peak), 1e-6)
         lab, n = ndi.label(region_all)
         if n == 0:
             continue
+        boxes = ndi.find_objects(lab)
         # per-region maximum over each region's bounding box (ndi.maximum sorts the whole map)
-        peaks = np.array([float(prob[sl][lab[sl] == i + 1].max()) for i, sl in enumerate(ndi.find_objects(lab))])
-        areas = ndi.sum(region_all, lab, index=np.arange(1, n + 1))
+        peaks = np.array([float(prob[sl][lab[sl] == i + 1].max()) for i, sl in enumerate(boxes)])
+        areas = np.bincount(lab.ravel(), minlength=n + 1)[1:]
         order = [k for k in np.argsort(peaks)[::-1] if areas[k] >= MIN_REGION_PX or peaks[k] == peak]
         for k in order[:MAX_REGIONS_PER_CLASS]:
-            region = lab == (k + 1)
-            if near_lung is not None and float((region & near_lung).sum()) / float(region.sum()) < MIN_LUNG_OVERLAP:
+            # everything below works on the region's bounding box (offset y0, x0)
+            sl = boxes[k]
+            y0, x0 = sl[0].start, sl[1].start
+            region = lab[sl] == (k + 1)
+            if lungs.found and _lung_overlap(region, lungs.mask, y0, x0) < MIN_LUNG_OVERLAP:
                 result.dropped += 1
                 logger.info("dropped implausible %s region outside the lung fields", cls)
                 continue
-            ys, xs = np.nonzero(region)
-            box = geometry.box_to_source([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
-            contour = geometry.to_source(_simplify(region_contour(region)))
+            box = geometry.box_to_source([x0, y0, sl[1].stop, sl[0].stop])
+            contour = geometry.to_source(_simplify(region_contour(region) + np.array([x0, y0])))
             contour[:, 0] = np.clip(contour[:, 0], 0, geometry.src_w)
             contour[:, 1] = np.clip(contour[:, 1], 0, geometry.src_h)
-            side = laterality(region, lungs)
+            side = laterality(region, lungs, x0)
             result.findings.append(
-                Finding(cls, score * float(peaks[k]) / max(peak, 1e-6), box, contour.tolist(), side, zone(region, lungs, side))
+                Finding(cls, score * float(peaks[k]) / max(peak, 1e-6), box, contour.tolist(), side,
+                        zone(region, lungs, side, y0))
             )
     return result
+
+
+def _lung_overlap(region: np.ndarray, lung_mask: np.ndarray, y0: int, x0: int) -> float:
+    """Fraction of ``region`` (a crop at y0, x0) within the lung fields dilated by LUNG_MARGIN_PX.
+
+    The dilation (LUNG_MARGIN_PX iterations of the 4-connected cross) only reaches
+    LUNG_MARGIN_PX pixels, so it is computed on the crop grown by that margin.
+    """
+    m = LUNG_MARGIN_PX
+    h, w = region.shape
+    ya, xa = max(y0 - m, 0), max(x0 - m, 0)
+    yb, xb = min(y0 + h + m, lung_mask.shape[0]), min(x0 + w + m, lung_mask.shape[1])
+    near = ndi.binary_dilation(lung_mask[ya:yb, xa:xb], iterations=m)
+    near = near[y0 - ya:y0 - ya + h, x0 - xa:x0 - xa + w]
+    return float((region & near).sum()) / float(max(region.sum(), 1))
 
 
 def lung_fraction(lung_prob: np.ndarray, content: tuple[int, int, int, int]) -> float:

@@ -98,3 +98,45 @@ def test_lung_fields_split_by_side():
     r = np.zeros((256, 256), bool)
     r[100:110, 20:30] = True
     assert laterality(r, lf) == "right"
+
+
+def test_partial_sort_percentiles_equal_numpy():
+    from models.cxr.preprocess import _percentiles
+
+    rng = np.random.default_rng(4)
+    for n in (1, 2, 7, 1000, 256 * 200):
+        a = rng.random(n).astype(np.float32)
+        np.testing.assert_allclose(_percentiles(a, (1.0, 99.0)), np.percentile(a, [1, 99]), atol=1e-7)
+
+
+def test_two_step_shrink_stays_close_to_the_one_step_filter():
+    from models.geometry import letterbox
+
+    rng = np.random.default_rng(5)
+    img = ndi_smooth(rng.random((1100, 900)).astype(np.float32))
+    exact, lb1 = letterbox(img, 256)
+    fast, lb2 = letterbox(img, 256, reducing_gap=2.0)
+    assert lb1 == lb2
+    assert np.abs(exact - fast).max() < 0.01 and np.abs(exact - fast).mean() < 1e-3
+
+
+def ndi_smooth(a):
+    from scipy import ndimage as ndi
+
+    return ndi.gaussian_filter(a, 3)
+
+
+@pytest.mark.parametrize("shape", [(2048, 2048), (2500, 2048), (3001, 2477), (1024, 1024), (700, 900)])
+def test_numpy_two_step_shrink_equals_pil_reducing_gap(shape):
+    """letterbox(reducing_gap) does PIL's Image.resize(reducing_gap=2) with the box reduction in numpy."""
+    from PIL import Image
+
+    from models.geometry import _content_wh, _source_box, letterbox
+
+    img = np.random.default_rng(6).random(shape).astype(np.float32)
+    got, lb = letterbox(img, 256, reducing_gap=2.0)
+    new_w, new_h = _content_wh(lb)
+    want = np.asarray(Image.fromarray(img, mode="F").resize((new_w, new_h), Image.Resampling.BILINEAR,
+                                                            box=_source_box(lb, new_w, new_h), reducing_gap=2.0))
+    content = got[lb.pad_y:lb.pad_y + new_h, lb.pad_x:lb.pad_x + new_w]
+    np.testing.assert_allclose(content, want, atol=1e-6)

@@ -57,3 +57,27 @@ def test_lesion_net_outputs_and_embedding():
         scores, abn, seg, emb = net(torch.rand(2, 1, 128, 128))
     assert scores.shape == (2, 5) and abn.shape == (2, 1) and seg.shape == (2, 5, 32, 32)
     assert emb.shape == (2, 128) and torch.allclose(emb.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+def test_bn_recalibration_uses_the_plain_batch_average_and_restores_momentum():
+    from training.cxr.train_lesion import recalibrate_bn
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2))
+    bn = net[1]
+    bn.running_mean.fill_(100.0)
+    batches = [np.full((2, 1, 4, 4), v, np.float32) for v in (1.0, 3.0)]
+    assert recalibrate_bn(net.eval(), iter(batches)) == 2
+    with torch.no_grad():
+        conv = [net[0](torch.from_numpy(b)).mean(dim=(0, 2, 3)) for b in batches]
+    torch.testing.assert_close(bn.running_mean, (conv[0] + conv[1]) / 2)
+    assert bn.momentum == 0.1 and not net.training
+
+
+def test_class_boost_oversamples_real_positives(tiny):
+    from training.cxr.train_lesion import real_sampling_p
+
+    real, _ = tiny
+    real.labels[:] = 0
+    real.labels[0, 3] = 1  # one effusion positive
+    p = real_sampling_p(real, {"pleural_effusion": 3.0})
+    assert p[0] == pytest.approx(3 * p[1]) and p.sum() == pytest.approx(1.0)

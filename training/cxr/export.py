@@ -18,6 +18,7 @@ import torch
 
 from models.card import ModelCard, sha256_file
 from models.cxr.preprocess import CLASSES, HIGH_PERCENTILE, INPUT_SIZE, LOW_PERCENTILE
+from training.cxr.deploy import for_inference
 from training.cxr.nets import LESION_OUTPUTS, CxrLesionNet, LungProbabilities, lung_unet
 
 logger = logging.getLogger(__name__)
@@ -73,8 +74,8 @@ def export_model(
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / "model.onnx"
     size = int(card.input["size"])
-    _export(module, onnx_path, outputs, size)
-    diffs = parity(module, onnx_path, parity_images, outputs)
+    _export(for_inference(module), onnx_path, outputs, size)  # exact rewrites, see training.cxr.deploy
+    diffs = parity(module, onnx_path, parity_images, outputs)  # against the training module
     checked = prob_outputs or outputs
     worst = max(diffs[o] for o in checked)
     if worst >= PARITY_TOL:
@@ -82,7 +83,7 @@ def export_model(
     if state_dict_path:
         shutil.copyfile(state_dict_path, out / "weights.pt")
     card.sha256 = sha256_file(onnx_path)
-    card.extra = {**card.extra, "onnx_opset": OPSET, "parity_max_abs_diff": diffs,
+    card.extra = {**card.extra, "onnx_opset": OPSET, "export_rewrites": "training.cxr.deploy.for_inference (PReLU -> LeakyReLU)", "parity_max_abs_diff": diffs,
                   "parity_images": int(len(parity_images)), "parity_tolerance": PARITY_TOL,
                   "onnx_bytes": onnx_path.stat().st_size}
     card.save(out / "card.json")

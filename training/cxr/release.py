@@ -76,7 +76,8 @@ def train_and_release(data: Path, out: Path, epochs: int, budget_s: float, versi
         from models.registry import Registry
 
         ckpt = Registry().get(init_from).directory / "weights.pt"
-    summary = train_lesion(train, backgrounds, epochs, out, init_from=ckpt, budget_s=budget_s)
+    summary = train_lesion(train, backgrounds, epochs, out, init_from=ckpt, budget_s=budget_s, bn_batches=30,
+                           seg_pos_weight=[10.0, 2.0, 1.0, 2.0, 1.0], class_boost={"pleural_effusion": 3.0})
     export_both(out, data, version, len(openist.split("train").images), len(train.images), len(backgrounds.images))
     metrics = evaluate_into_cards(out / "zoo", data, threads)
     (out / "release.json").write_text(json.dumps({"train": summary, "metrics": metrics}, indent=1, default=str))

@@ -44,12 +44,30 @@ def render(reg: Registry) -> str:
                              f"{s['0.25']:.2f} / {s['0.5']:.2f} / {s['1.0']:.2f} / {s['2.0']:.2f} |")
         if key == "real_nih_heldout":
             lines += ["", part.get("localisation_data", "")]
+        by_d = part.get("nodule_mass_by_diameter")
+        if by_d:
+            lines += ["", "Synthetic nodule/mass AUROC by equivalent diameter (all negatives each row; "
+                      "model-grid size = the input resolution the network sees):", "",
+                      "| diameter (mm) | median size on the model grid (px) | positives | AUROC |", "|---|---|---|---|"]
+            lines += [f"| {b['diameter_mm'][0]:g}-{b['diameter_mm'][1]:g} | {b['median_diameter_model_px']:.1f} | "
+                      f"{b['n_pos']} | {_fmt(b['auroc'])} |" for b in by_d]
         lines.append("")
     fpr = m["fpr_real_normals_at_operating_points"]
     lines += ["## False-positive rate on held-out real normals at the operating points", "", fpr["data"] + "; " + m["operating_points"] + ".", "",
               "| " + " | ".join(k for k in fpr if k != "data") + " |", "|" + "---|" * (len(fpr) - 1),
               "| " + " | ".join(f"{v:.3f}" for k, v in fpr.items() if k != "data") + " |", "",
               "Operating points: " + ", ".join(f"{k} {v:.3f}" for k, v in les.thresholds.items()), ""]
+    runs = les.extra.get("training_runs")
+    if runs:
+        lines += ["## Training runs of this version", "",
+                  "| init from | steps | wall (s) | lr | synthetic kind weights | seg lesion-pixel weights | real oversampling | BN re-estimation batches |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in runs:
+            kp = r.get("kind_p")
+            lines.append(f"| {Path(str(r.get('init_from'))).parent.name if r.get('init_from') else 'scratch'} | {r.get('steps')} | "
+                         f"{r.get('wall_s')} | {r.get('lr')} | {[round(v, 2) for v in kp] if kp else 'uniform'} | "
+                         f"{r.get('seg_pos_weight') or 'none'} | {r.get('class_boost') or 'none'} | {r.get('bn_recalibration_batches', 0)} |")
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -41,15 +41,31 @@ def _real_targets(grid: GridSet, i: int, size: int, seg: int) -> tuple[np.ndarra
     return target, weight
 
 
+def real_sampling_p(real: GridSet, class_boost: dict[str, float] | None) -> np.ndarray | None:
+    """Sampling probabilities of the real images: positives of ``class_boost`` classes drawn that many times as often."""
+    if not class_boost or real.labels is None or not len(real.images):
+        return None
+    w = np.ones(len(real.images), dtype=np.float64)
+    for cls, factor in class_boost.items():
+        pos = np.nan_to_num(real.labels[:, CLASSES.index(cls)]) > 0
+        w[pos] = np.maximum(w[pos], float(factor))
+    return w / w.sum()
+
+
 def make_batch(
     rng: np.random.Generator, real: GridSet, normals: GridSet, n_real: int, n_normal: int, n_synth: int,
-    kind_p: list[float] | None = None,
+    kind_p: list[float] | None = None, real_p: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Assemble one mixed batch (images, class labels, abnormality, seg targets and weights)."""
+    """Assemble one mixed batch (images, class labels, abnormality, seg targets and weights).
+
+    ``kind_p`` weights the synthetic lesion kinds; ``real_p`` (see :func:`real_sampling_p`)
+    the real images (uniform when None).
+    """
     size = real.images.shape[-1] if len(real.images) else normals.images.shape[-1]
     seg = size // SEG_STRIDE
     imgs, labs, abn, segs, segw = [], [], [], [], []
-    for i in rng.integers(0, len(real.images), n_real) if len(real.images) else []:
+    real_idx = rng.choice(len(real.images), n_real, p=real_p) if len(real.images) else []
+    for i in real_idx:
         t, w = _real_targets(real, int(i), size, seg)
         imgs.append(real.images[i])
         labs.append(real.labels[i])
@@ -78,12 +94,19 @@ def make_batch(
     }
 
 
-def lesion_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], pos_weight: torch.Tensor) -> torch.Tensor:
-    """Image BCE (classes + abnormality) + weighted segmentation BCE + soft Dice on positives."""
+def lesion_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], pos_weight: torch.Tensor,
+                seg_pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Image BCE (classes + abnormality) + weighted segmentation BCE + soft Dice on positives.
+
+    ``seg_pos_weight`` (5,) up-weights lesion pixels per class: a 5--30 mm nodule covers
+    ~1--25 of the 64x64 stride-4 cells, so without it the pixel BCE is dominated by
+    background and the nodule map collapses to "never" (what 0.1.0--0.4.0 did).
+    """
     cls = F.binary_cross_entropy_with_logits(out["scores"], batch["labels"], pos_weight=pos_weight)
     abn = F.binary_cross_entropy_with_logits(out["abnormality"], batch["abnormal"])
     w = batch["seg_weight"][:, :, None, None].expand_as(out["seg"])
-    seg_bce = (F.binary_cross_entropy_with_logits(out["seg"], batch["seg"], reduction="none") * w).sum() / w.sum().clamp(min=1)
+    spw = None if seg_pos_weight is None else seg_pos_weight[:, None, None]
+    seg_bce = (F.binary_cross_entropy_with_logits(out["seg"], batch["seg"], reduction="none", pos_weight=spw) * w).sum() / w.sum().clamp(min=1)
     prob = torch.sigmoid(out["seg"])
     pos = (batch["seg"].amax(dim=(2, 3)) > 0) & (batch["seg_weight"] > 0)
     inter = (prob * batch["seg"]).sum(dim=(2, 3))
@@ -115,8 +138,20 @@ def train_lesion(
     seed: int = 0,
     max_steps: int | None = None,
     kind_p: list[float] | None = None,
+    seg_pos_weight: list[float] | None = None,
+    class_boost: dict[str, float] | None = None,
+    revive_seg: list[str] | None = None,
+    bn_batches: int = 0,
 ) -> dict:
-    """Train; checkpoint ``out_dir/lesion.pt`` after every epoch. Returns the training summary."""
+    """Train; checkpoint ``out_dir/lesion.pt`` after every epoch. Returns the training summary.
+
+    ``seg_pos_weight``: per-class weight of lesion pixels in the segmentation BCE;
+    ``class_boost``: oversampling factor of real positives per class (e.g. pleural effusion);
+    ``revive_seg``: classes whose segmentation logits are shifted up to a mean of -4 on the
+    first batch after loading (a collapsed map has vanishing sigmoid/Dice gradients);
+    ``bn_batches``: re-estimate the BatchNorm statistics over that many training batches
+    before the final checkpoint (:func:`recalibrate_bn`).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -125,6 +160,10 @@ def train_lesion(
     net = CxrLesionNet().to(dev)
     if init_from:
         net.load_state_dict(torch.load(init_from, map_location=dev))
+    real_p = real_sampling_p(real, class_boost)
+    spw = torch.tensor(seg_pos_weight, dtype=torch.float32, device=dev) if seg_pos_weight else None
+    if revive_seg:
+        revive_seg_bias(net, make_batch(rng, real, normals, *batch, kind_p=kind_p, real_p=real_p)["image"], revive_seg, dev)
     total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     pos_weight = torch.tensor([2.0, 1.0, 2.0, 1.5, 2.0], device=dev)
@@ -136,8 +175,8 @@ def train_lesion(
         for _ in range(steps_per_epoch):
             for group in opt.param_groups:
                 group["lr"] = lr_at(lr, max(step / max(total, 1), (time.time() - t0) / budget_s))
-            b = {k: torch.from_numpy(np.ascontiguousarray(v)).to(dev) for k, v in make_batch(rng, real, normals, *batch, kind_p=kind_p).items()}
-            loss = lesion_loss(net.forward_logits(b["image"]), b, pos_weight)
+            b = {k: torch.from_numpy(np.ascontiguousarray(v)).to(dev) for k, v in make_batch(rng, real, normals, *batch, kind_p=kind_p, real_p=real_p).items()}
+            loss = lesion_loss(net.forward_logits(b["image"]), b, pos_weight, spw)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -151,10 +190,60 @@ def train_lesion(
         print(json.dumps(history[-1]), flush=True)
         if step >= total or time.time() - t0 > budget_s:
             break
-    summary = {"init_from": str(init_from) if init_from else None, "lr": lr, "kind_p": kind_p, "steps": step, "epochs_run": len(history), "history": history, "batch": list(batch),
+    if bn_batches:
+        recalibrate_bn(net, (make_batch(rng, real, normals, *batch, kind_p=kind_p, real_p=real_p)["image"]
+                             for _ in range(bn_batches)), dev)
+        torch.save(net.state_dict(), out / "lesion.pt")
+    summary = {"init_from": str(init_from) if init_from else None, "bn_recalibration_batches": bn_batches, "lr": lr, "kind_p": kind_p, "seg_pos_weight": seg_pos_weight,
+               "class_boost": class_boost, "revive_seg": revive_seg, "budget_s": budget_s, "steps": step, "epochs_run": len(history), "history": history, "batch": list(batch),
                "real_n": len(real.images), "normals_n": len(normals.images), "wall_s": round(time.time() - t0, 1)}
     (out / "lesion_train.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def recalibrate_bn(net: torch.nn.Module, batches, dev: torch.device | str = "cpu") -> int:
+    """Re-estimate every BatchNorm's running mean/variance as the plain average over ``batches``.
+
+    The exponential running averages (momentum 0.1) lag behind weights that still move at
+    a high learning rate; evaluation then normalises with stale statistics. Measured on the
+    0.5.0 run: synthetic nodule AUROC 0.42 with the running averages vs 0.81 after this
+    (same weights, 30 batches). Returns the number of batches used.
+    """
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    was_training = net.training
+    net.train()
+    n = 0
+    with torch.no_grad():
+        for images in batches:
+            net(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(dev))
+            n += 1
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+    net.train(was_training)
+    logger.info("BatchNorm statistics re-estimated over %d batches", n)
+    return n
+
+
+def revive_seg_bias(net: CxrLesionNet, images: np.ndarray, classes: list[str], dev: torch.device,
+                    target: float = -4.0) -> dict[str, float]:
+    """Shift the seg-head bias of ``classes`` so their mean logit on ``images`` is ``target``; returns the shifts."""
+    net.eval()
+    with torch.no_grad():
+        seg = net.forward_logits(torch.from_numpy(np.ascontiguousarray(images)).to(dev))["seg"]
+        shifts = {}
+        for cls in classes:
+            c = CLASSES.index(cls)
+            mean = float(seg[:, c].mean())
+            if mean < target:
+                net.seg_head.bias[c] += target - mean
+                shifts[cls] = target - mean
+    net.train()
+    logger.info("seg bias shifts %s", shifts)
+    return shifts
 
 
 def load_training_grids(data: str | Path, cache: str | Path | None = None) -> tuple[GridSet, GridSet, GridSet]:
@@ -201,6 +290,10 @@ def main() -> None:  # pragma: no cover - background job entry point
     ap.add_argument("--init-from", default=None, help="lesion checkpoint to continue from")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--kind-p", type=float, nargs=5, default=None, help="sampling weights of the synthetic kinds")
+    ap.add_argument("--seg-pos-weight", type=float, nargs=5, default=None, help="per-class weight of lesion pixels in the seg BCE")
+    ap.add_argument("--boost", nargs="*", default=[], help="CLASS=FACTOR oversampling of real positives")
+    ap.add_argument("--revive-seg", nargs="*", default=None, help="classes whose collapsed seg logits are shifted to -4")
+    ap.add_argument("--bn-batches", type=int, default=30, help="BatchNorm re-estimation batches before the final checkpoint")
     ap.add_argument("--cache", default=None, help="grid cache (default OUT/grids.pkl)")
     ap.add_argument("--lung", default=None, help="lung checkpoint (default OUT/lung.pt)")
     args = ap.parse_args()
@@ -229,7 +322,9 @@ def main() -> None:  # pragma: no cover - background job entry point
     print(json.dumps({"real_train": len(train.images), "backgrounds": len(backgrounds.images)}), flush=True)
     summary = train_lesion(train, backgrounds, args.epochs, out, budget_s=args.budget_s,
                            steps_per_epoch=args.steps_per_epoch, init_from=args.init_from, lr=args.lr,
-                           kind_p=list(np.asarray(args.kind_p) / np.sum(args.kind_p)) if args.kind_p else None)
+                           kind_p=list(np.asarray(args.kind_p) / np.sum(args.kind_p)) if args.kind_p else None,
+                           seg_pos_weight=args.seg_pos_weight, revive_seg=args.revive_seg, bn_batches=args.bn_batches,
+                           class_boost={k: float(v) for k, v in (b.split("=") for b in args.boost)} or None)
     print(json.dumps({k: v for k, v in summary.items() if k != "history"}))
 
 
