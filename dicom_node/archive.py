@@ -332,8 +332,9 @@ class DirectorySync:
                 self._state.pop(folder, None)
 
 
-#: hashing runs beside the file write and fsync (hashlib releases the GIL)
-_HASHER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="archive-hash")
+#: hashing runs beside the file write and fsync, the folder fsync beside the index
+#: transaction (hashlib and fsync release the GIL)
+_BESIDE = ThreadPoolExecutor(max_workers=8, thread_name_prefix="archive-io")
 
 
 class Archive:
@@ -441,22 +442,32 @@ class Archive:
                                        h.sop_instance_uid)
                 outcome = StoreOutcome.REPLACED
             old_path = old["path"]
-        if digest is None:
-            hashing = _HASHER.submit(lambda: hashlib.sha256(data).hexdigest())
-            try:
-                self._write_file(path, meta, data)
-            finally:
+        hashing = _BESIDE.submit(lambda: hashlib.sha256(data).hexdigest()) if digest is None else None
+        try:
+            new_dir = self._write_file(path, meta, data)
+        finally:
+            if hashing is not None:
                 digest = hashing.result()
-        else:
-            self._write_file(path, meta, data)
+        # the folder fsync (making the rename durable) runs beside the index transaction;
+        # the success status waits for both
+        dir_sync = _BESIDE.submit(self._sync_folders, path, new_dir) if self.config.fsync else None
         now = time.time()
-        with self.db.transaction() as conn:
-            # re-checked inside the transaction: another association may have stored it meanwhile
-            self._remove_row(conn, h.sop_instance_uid)
-            self._index(conn, h, rel, len(meta) + len(data), digest, transfer_syntax, source_ae, now)
-            if outcome is StoreOutcome.REPLACED:
-                self.audit.record("instance.replaced", source_ae, conn=conn, sop_instance_uid=h.sop_instance_uid,
-                                  study_uid=h.study_uid)
+        try:
+            with self.db.transaction() as conn:
+                # re-checked inside the transaction: another association may have stored it meanwhile
+                self._remove_row(conn, h.sop_instance_uid)
+                self._index(conn, h, rel, len(meta) + len(data), str(digest), transfer_syntax, source_ae, now)
+                if outcome is StoreOutcome.REPLACED:
+                    self.audit.record("instance.replaced", source_ae, conn=conn, sop_instance_uid=h.sop_instance_uid,
+                                      study_uid=h.study_uid)
+        finally:
+            if dir_sync is not None:
+                try:
+                    dir_sync.result()
+                except OSError as e:
+                    with self.db.transaction() as conn:  # not durable: not stored (the sender retries)
+                        self._remove_row(conn, h.sop_instance_uid)
+                    raise OutOfResourcesError(f"cannot sync the archive folder: {e.strerror or e}") from e
         if old_path is not None and old_path != rel:
             try:
                 self.absolute(old_path).unlink()
@@ -465,7 +476,9 @@ class Archive:
         logger.debug("stored %s instance %s", outcome.value, phi(h.sop_instance_uid))
         return StoreResult(outcome, path, h.study_uid, h.series_uid, h.sop_instance_uid)
 
-    def _write_file(self, path: Path, meta: bytes, data: bytes) -> None:
+    def _write_file(self, path: Path, meta: bytes, data: bytes) -> bool:
+        """Temp file in the destination folder, flushed, fsync'd, renamed to ``path``.
+        Returns whether the folder was created (its parents then need an fsync too)."""
         tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
         try:
             new_dir = not path.parent.is_dir()
@@ -478,17 +491,21 @@ class Archive:
                 if self.config.fsync:
                     os.fsync(f.fileno())
             os.replace(tmp, path)
-            if self.config.fsync:
-                self.directory_sync.sync(str(path.parent))
-                if new_dir:
-                    self._fsync_dir(path.parent.parent)
-                    self._fsync_dir(path.parent.parent.parent)
         except OSError as e:
             try:
                 tmp.unlink()
             except OSError:
                 pass
             raise OutOfResourcesError(f"cannot write the instance to the archive: {e.strerror or e}") from e
+        return new_dir
+
+    def _sync_folders(self, path: Path, new_dir: bool) -> None:
+        """Make the rename into ``path``'s folder durable (and the folder's own entry
+        when it was just created)."""
+        self.directory_sync.sync(str(path.parent))
+        if new_dir:
+            self._fsync_dir(path.parent.parent)
+            self._fsync_dir(path.parent.parent.parent)
 
     @staticmethod
     def _fsync_dir(folder: Path) -> None:
