@@ -284,6 +284,49 @@ def parse_header(data: bytes, transfer_syntax: str) -> InstanceHeader:
     return header_from_dataset(ds)
 
 
+INCOMING = "incoming"  # <root>/incoming: data sets being received (same file system as dicom/)
+
+
+class StagedWrite:
+    """A data set written to ``<root>/incoming`` while it arrives (:meth:`Archive.stage`),
+    so the file write overlaps the network transfer; :meth:`Archive.store` then fsyncs
+    it and renames it into the archive, or discards it.  A write error is kept and
+    reported when the instance is stored (0xA700)."""
+
+    def __init__(self, path: Path, fd: int, meta: bytes) -> None:
+        self.path = path
+        self.fd = fd
+        self.meta = meta
+        self.error: OSError | None = None
+        self.size = 0
+
+    def write(self, chunk: bytes | memoryview) -> None:
+        """Append a fragment of the data set."""
+        if self.error is not None or self.fd < 0:
+            return
+        view = memoryview(chunk)
+        try:
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+                self.size += n
+        except OSError as e:
+            self.error = e
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def discard(self) -> None:
+        """Remove the staged file (idempotent; nothing left after a placement)."""
+        self.close()
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
+
+
 def _fsync_path(folder: str) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -365,6 +408,7 @@ class Archive:
         sop_class_uid: str | None = None,
         sop_instance_uid: str | None = None,
         source_ae: str = "",
+        staged: StagedWrite | None = None,
     ) -> StoreResult:
         """Store one encoded data set (no file meta) exactly as received.
 
@@ -377,23 +421,57 @@ class Archive:
             data set must carry the same values.
         source_ae
             Calling AE title (recorded, and written into the file meta).
+        staged
+            The same bytes already written to ``<root>/incoming`` as they arrived
+            (:meth:`stage`); used instead of writing ``data`` again, and removed in
+            every case.
 
         Raises
         ------
         TooLargeError, OutOfResourcesError, InvalidDatasetError,
         SOPClassMismatchError, DuplicateRejectedError
         """
-        if len(data) > self.config.max_instance_bytes:
-            raise TooLargeError(
-                f"instance of {len(data)} bytes exceeds max_instance_bytes={self.config.max_instance_bytes}"
-            )
-        header = parse_header(data, transfer_syntax)
-        if sop_class_uid and header.sop_class_uid != sop_class_uid:
-            raise SOPClassMismatchError("data set SOP Class UID differs from the request's Affected SOP Class UID")
-        if sop_instance_uid and header.sop_instance_uid != sop_instance_uid:
-            raise SOPClassMismatchError("data set SOP Instance UID differs from the request's Affected SOP Instance UID")
-        meta = file_meta_bytes(header.sop_class_uid, header.sop_instance_uid, transfer_syntax, source_ae)
-        return self._store_parsed(header, meta, data, None, transfer_syntax, source_ae)
+        try:
+            if len(data) > self.config.max_instance_bytes:
+                raise TooLargeError(
+                    f"instance of {len(data)} bytes exceeds max_instance_bytes={self.config.max_instance_bytes}"
+                )
+            header = parse_header(data, transfer_syntax)
+            if sop_class_uid and header.sop_class_uid != sop_class_uid:
+                raise SOPClassMismatchError("data set SOP Class UID differs from the request's Affected SOP Class UID")
+            if sop_instance_uid and header.sop_instance_uid != sop_instance_uid:
+                raise SOPClassMismatchError(
+                    "data set SOP Instance UID differs from the request's Affected SOP Instance UID")
+            meta = file_meta_bytes(header.sop_class_uid, header.sop_instance_uid, transfer_syntax, source_ae)
+            if staged is not None:
+                if staged.error is not None:
+                    raise OutOfResourcesError(
+                        f"cannot write the instance to the archive: {staged.error.strerror or staged.error}")
+                if staged.meta != meta or staged.size != len(data):
+                    staged.discard()  # not the same file: write it from memory
+                    staged = None
+            return self._store_parsed(header, meta, data, None, transfer_syntax, source_ae, staged)
+        finally:
+            if staged is not None:
+                staged.discard()
+
+    def stage(self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str,
+              source_ae: str = "") -> StagedWrite:
+        """Open ``<root>/incoming/<random>.tmp`` with the file meta for the instance the
+        C-STORE request announces; the data set is appended as it arrives.  Raises
+        :class:`OSError`."""
+        meta = file_meta_bytes(sop_class_uid, sop_instance_uid, transfer_syntax, source_ae)
+        folder = self.root / INCOMING
+        path = folder / f"{os.getpid()}.{uuid.uuid4().hex}.tmp"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        staged = StagedWrite(path, fd, meta)
+        staged.write(meta)
+        staged.size = 0
+        return staged
 
     def store_file(self, path: str | os.PathLike[str], source_ae: str = "") -> StoreResult:
         """Store a DICOM Part 10 file (its data set bytes are kept unchanged)."""
@@ -412,7 +490,8 @@ class Archive:
         )
 
     def _store_parsed(
-        self, h: InstanceHeader, meta: bytes, data: bytes, digest: str | None, transfer_syntax: str, source_ae: str
+        self, h: InstanceHeader, meta: bytes, data: bytes, digest: str | None, transfer_syntax: str, source_ae: str,
+        staged: StagedWrite | None = None,
     ) -> StoreResult:
         """Write and index; ``digest`` (SHA-256 of ``data``) is computed here when not
         given: at once when the SOP Instance UID is already stored (the duplicate
@@ -444,7 +523,7 @@ class Archive:
             old_path = old["path"]
         hashing = _BESIDE.submit(lambda: hashlib.sha256(data).hexdigest()) if digest is None else None
         try:
-            new_dir = self._write_file(path, meta, data)
+            new_dir = self._write_file(path, meta, data) if staged is None else self._place(staged, path)
         finally:
             if hashing is not None:
                 digest = hashing.result()
@@ -496,6 +575,21 @@ class Archive:
                 tmp.unlink()
             except OSError:
                 pass
+            raise OutOfResourcesError(f"cannot write the instance to the archive: {e.strerror or e}") from e
+        return new_dir
+
+    def _place(self, staged: StagedWrite, path: Path) -> bool:
+        """fsync a staged file and rename it to ``path`` (like :meth:`_write_file`)."""
+        try:
+            new_dir = not path.parent.is_dir()
+            if new_dir:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            if self.config.fsync:
+                os.fsync(staged.fd)
+            staged.close()
+            os.replace(staged.path, path)
+        except OSError as e:
+            staged.discard()
             raise OutOfResourcesError(f"cannot write the instance to the archive: {e.strerror or e}") from e
         return new_dir
 
@@ -602,6 +696,11 @@ class Archive:
         base = self.config.dicom_dir
         indexed = {r["path"] for r in self.db.query("SELECT path FROM instances")}
         on_disk: set[str] = set()
+        incoming = self.root / INCOMING
+        if incoming.is_dir():  # data sets whose reception never completed
+            for leftover in incoming.glob("*.tmp"):
+                leftover.unlink(missing_ok=True)
+                stats["temp_removed"] += 1
         if base.is_dir():
             for dirpath, _dirs, files in os.walk(base):
                 for name in files:

@@ -19,7 +19,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.presentation import build_context
 
 from dicom_node import query
-from dicom_node.archive import Archive
+from dicom_node.archive import Archive, StagedWrite
 from dicom_node.audit import Audit
 from dicom_node.db import Database
 from dicom_node.errors import NodeError, TooLargeError
@@ -65,18 +65,21 @@ def handle_echo(event: Any) -> int:
 
 
 def store_status(archive: Archive, data: bytes, transfer_syntax: str, sop_class_uid: str, sop_instance_uid: str,
-                 calling: str, size: int | None = None) -> int:
+                 calling: str, size: int | None = None, staged: StagedWrite | None = None) -> int:
     """Store one received instance; the C-STORE status to answer (PS3.4 B.2.3).
 
     ``size`` is the received length when ``data`` was dropped for exceeding
-    ``max_instance_bytes`` while it arrived.
+    ``max_instance_bytes`` while it arrived; ``staged``, the same bytes already
+    written while they arrived (removed in every case).
     """
     try:
         if size is not None and size > archive.config.max_instance_bytes:
+            if staged is not None:
+                staged.discard()
             raise TooLargeError(f"instance of {size} bytes exceeds max_instance_bytes="
                                 f"{archive.config.max_instance_bytes}")
         archive.store(data, transfer_syntax=transfer_syntax, sop_class_uid=sop_class_uid,
-                      sop_instance_uid=sop_instance_uid, source_ae=calling)
+                      sop_instance_uid=sop_instance_uid, source_ae=calling, staged=staged)
     except NodeError as e:
         logger.warning("C-STORE from %s refused with 0x%04X: %s", calling, e.status, e)
         return e.status

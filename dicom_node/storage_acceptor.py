@@ -31,7 +31,7 @@ from pynetdicom import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
 from dicom_node import pdu
-from dicom_node.archive import Archive
+from dicom_node.archive import Archive, StagedWrite
 from dicom_node.audit import Audit
 from dicom_node.config import NodeConfig
 from dicom_node.dicom_file import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
@@ -216,7 +216,11 @@ class StorageAcceptor:
                         for cid, result, ts in results if result == pdu.ACCEPTANCE}
             logger.info("storage association from %s accepted (%d of %d contexts)", rq.calling_ae,
                         len(accepted), len(results))
-            _Messages(self, sock, rq, accepted).run()
+            messages = _Messages(self, sock, rq, accepted)
+            try:
+                messages.run()
+            finally:
+                messages.close()
         except _Closed:
             logger.info("storage association from %s: connection closed by the peer", rq.calling_ae)
         except (TimeoutError, socket.timeout):
@@ -276,6 +280,7 @@ class _Messages:
         self.data_size = 0
         self.pending: dict[int, bytes] | None = None  # a command waiting for its data set
         self.pending_context = 0
+        self.staged: StagedWrite | None = None
         self.stored = 0
 
     def run(self) -> None:
@@ -323,8 +328,13 @@ class _Messages:
         self.data_size += len(fragment)
         if self.data_size <= self.acceptor.config.max_instance_bytes:
             self.data.append(fragment)
+            if self.staged is not None:
+                self.staged.write(fragment)
         else:
             self.data = []  # keep reading, answer "out of resources" at the end
+            if self.staged is not None:
+                self.staged.discard()
+                self.staged = None
         if last:
             command, self.pending = self.pending, None
             self._store(cid, command)
@@ -340,6 +350,7 @@ class _Messages:
                 raise pdu.PDUError("C-STORE-RQ without a data set")
             self.pending, self.pending_context = command, cid
             self.data, self.data_size = [], 0
+            self.staged = self._stage(cid, command)
         else:
             raise pdu.PDUError(f"command 0x{field or 0:04X} is not served on a storage association")
 
@@ -353,11 +364,30 @@ class _Messages:
         else:
             data = self.data[0].tobytes() if len(self.data) == 1 else b"".join(self.data)
         self.data = []
+        staged, self.staged = self.staged, None
         status = store_status(self.acceptor.archive, data, transfer_syntax, sop_class, sop_instance,
-                              self.rq.calling_ae, size=self.data_size)
+                              self.rq.calling_ae, size=self.data_size, staged=staged)
         if status == 0x0000:
             self.stored += 1
         self._respond(cid, pdu.response(pdu.C_STORE_RSP, message_id, status, sop_class, sop_instance))
+
+    def _stage(self, cid: int, command: dict[int, bytes]) -> StagedWrite | None:
+        """Start writing the announced instance while it arrives (``None``: it is
+        written from memory once complete, e.g. when the request lacks its UIDs)."""
+        sop_class, sop_instance = pdu.command_uid(command, 0x0002), pdu.command_uid(command, 0x1000)
+        if not sop_class or not sop_instance:
+            return None
+        try:
+            return self.acceptor.archive.stage(sop_class, sop_instance, self.accepted[cid][0], self.rq.calling_ae)
+        except OSError as e:
+            logger.warning("cannot stage an incoming instance (%s); it is written once complete", e)
+            return None
+
+    def close(self) -> None:
+        """Remove what an unfinished C-STORE staged."""
+        if self.staged is not None:
+            self.staged.discard()
+            self.staged = None
 
     def _respond(self, cid: int, command: bytes) -> None:
         room = (self.max_send - 6) if self.max_send else len(command)

@@ -169,3 +169,41 @@ def test_both_receive_paths_store_identical_files(config, ct_files: list[Path], 
         finally:
             node.stop()
     assert stored[True] == stored[False] and len(stored[True]) == 6
+
+
+def _store_command(message_id: int, sop_class: str, sop_instance: str) -> bytes:
+    def ui(element: int, value: str) -> bytes:
+        raw = value.encode() + (b"\0" if len(value) % 2 else b"")
+        return struct.pack("<HHI", 0, element, len(raw)) + raw
+
+    def us(element: int, value: int) -> bytes:
+        return struct.pack("<HHIH", 0, element, 2, value)
+
+    body = ui(0x0002, sop_class) + us(0x0100, 0x0001) + us(0x0110, message_id) + us(0x0700, 0)
+    body += us(0x0800, 0x0000) + ui(0x1000, sop_instance)
+    return struct.pack("<HHII", 0, 0, 4, len(body)) + body
+
+
+def test_interrupted_transfer_leaves_nothing_staged(node: Node, ct_files: list[Path]) -> None:
+    import time
+
+    node.peers.add("caller", "CALLER", "127.0.0.1", 104)
+    ds = pydicom.dcmread(ct_files[0])
+    data = ct_files[0].read_bytes()
+    sock = _associate_raw(node, [build_context(CTImageStorage, [EXPLICIT])])
+    sock.sendall(pdu.p_data(1, True, True, _store_command(1, str(ds.SOPClassUID), str(ds.SOPInstanceUID))))
+    sock.sendall(pdu.p_data(1, False, False, data[200:60_000]))  # the first part only
+    incoming = node.config.root / "incoming"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not list(incoming.glob("*.tmp")):
+        time.sleep(0.02)
+    assert len(list(incoming.glob("*.tmp"))) == 1  # being written while it arrives
+    sock.sendall(pdu.abort(0, 0))
+    sock.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and list(incoming.glob("*.tmp")):
+        time.sleep(0.02)
+    assert not list(incoming.glob("*.tmp"))
+    assert node.archive.counts()["instances"] == 0
+    (incoming / "123.abc.tmp").write_bytes(b"left by a killed process")
+    assert node.archive.reconcile()["temp_removed"] == 1
