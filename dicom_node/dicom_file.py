@@ -77,7 +77,7 @@ def _walk(buf: bytes, pos: int, end: int, implicit: bool, endian: str, depth: in
             (length,) = struct.unpack_from(endian + "I", buf, pos + 4)
             pos += 8
         else:
-            vr = buf[pos + 4:pos + 6]
+            vr = bytes(buf[pos + 4:pos + 6])  # buf may be a memoryview
             if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
                 raise _bad(f"invalid VR at ({group:04X},{elem:04X})")
             if vr in _LONG_VRS:

@@ -362,7 +362,8 @@ class _Messages:
         if self.data_size > self.acceptor.config.max_instance_bytes:
             data = b""
         else:
-            data = self.data[0].tobytes() if len(self.data) == 1 else b"".join(self.data)
+            # one fragment (a P-DATA-TF as large as the data set): its buffer, not a copy
+            data = self.data[0] if len(self.data) == 1 else b"".join(self.data)  # type: ignore[assignment]
         self.data = []
         staged, self.staged = self.staged, None
         status = store_status(self.acceptor.archive, data, transfer_syntax, sop_class, sop_instance,
