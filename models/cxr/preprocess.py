@@ -27,9 +27,9 @@ LOW_PERCENTILE = 1.0
 HIGH_PERCENTILE = 99.0
 REDUCING_GAP = 2.0
 """Shrink in two steps (PIL box reduction by an integer factor, then the antialiased bilinear
-filter over the last >= 2x): a 2048 px radiograph is filtered ~2x faster than in one step;
-the grid differs from the one-step filter by < 0.002 (of the [0, 1] range; measured effect
-on the held-out AUROCs: ``benchmarks/results/cxr_prep_check.md``).  Models from 0.5.0 on
+filter over the last >= 2x), cheaper than the one-step filter on full-size radiographs; the
+measured grid difference and effect on the held-out AUROCs are in
+``benchmarks/results/cxr_prep_check.md``.  Models from 0.5.0 on
 are evaluated with it; training grids built before used the one-step filter."""
 
 

@@ -6,8 +6,8 @@ module, so a wrong rewrite cannot ship.
 
 * ``PReLU`` with one shared slope (MONAI's default activation) is ``LeakyReLU`` with that
   slope.  ONNX Runtime fuses ``LeakyRelu`` into the preceding convolution, while ``PRelu``
-  runs as a separate pass with layout reorders around it: in the lung U-Net that was ~30 %
-  of its CPU time (5.7 -> 3.8 ms single-threaded on this machine).  Tried and not kept: the
+  runs as a separate pass with layout reorders around it (a large share of the lung U-Net's
+  CPU time in ONNX Runtime's profile).  Tried and not kept: the
   transposed convolutions as sub-pixel convolutions (2x2 ``Conv`` + ``DepthToSpace``) were
   slower in ONNX Runtime 1.32 than ``ConvTranspose``.
 """
