@@ -1,12 +1,16 @@
 """Lung-nodule task: chest CT → nodules with measurements and a Lung-RADS-style category.
 
-``pre_process``: resample to 1.5 mm isotropic, lung mask (HU threshold; real lobe masks
-optional), windows over the lung bounding box.  ``predict``: the segmentation network
-(ONNX Runtime, registry model ``ct-nodule-seg``) on each window, averaged.
-``post_process``: connected components of the probability map inside the lungs →
-nodules (score = peak probability) with centre, long/short axis, volume, mean HU, type
-(solid / part-solid / ground-glass from the solid-component fraction), solid-core size,
-lobe and Lung-RADS v2022 category suggestion; the label mask on the original grid.
+Two-stage CAD (as LUNA16 systems): ``pre_process``: resample to 1.5 mm isotropic, lung
+mask (HU threshold; real lobe masks optional), blob candidates from a multiscale Hessian
+dot-enhancement filter on the (dilated) lungs (:mod:`models.ct.blobs`).  ``predict``: the
+false-positive-reduction classifier (ONNX Runtime, registry model ``ct-nodule-fpr``) on a
+32³ patch around each candidate → nodule probability.  ``post_process``: candidates with
+probability ≥ the card's threshold are segmented inside a sphere sized from the blob
+scale (threshold halfway between nodule and lung level, opening to cut vessels,
+ground-glass halo test for part-solid nodules), de-duplicated and measured: centre,
+long/short axis, volume, mean HU, type (solid / part-solid / ground-glass from the
+solid-component fraction), solid-core size, lobe and Lung-RADS v2022 category
+suggestion; the label mask on the original grid.
 """
 from __future__ import annotations
 
@@ -17,13 +21,16 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from models.ct.blobs import Candidate, closed_lungs, detect, segment_blob
 from models.ct.findings import describe
 from models.ct.lungs import approximate_lobe, lung_mask
 from models.ct.volume import CTVolume, resample, resample_mask
 
 logger = logging.getLogger(__name__)
 
-MODEL_NAME = "ct-nodule-seg"
+MODEL_NAME = "ct-nodule-fpr"
+MAX_CANDIDATES = 1500
+CANDIDATE_FLOOR = 4.0
 SPACING = (1.5, 1.5, 1.5)
 PATCH = 64
 STRIDE = 48
@@ -34,6 +41,30 @@ SOLID_HU = -300.0  # voxels above this are the solid component (Lung-RADS "solid
 def normalise(hu: np.ndarray) -> np.ndarray:
     """Network input scaling shared by training and inference: [-1000, 400] HU → [0, 1]."""
     return np.clip((hu - HU_LO) / (HU_HI - HU_LO), 0.0, 1.0).astype(np.float32)
+
+
+FPR_PATCH = 32  # candidate patch of the false-positive-reduction classifier (48 mm at 1.5 mm)
+
+
+def candidate_patches(hu: np.ndarray, centres: np.ndarray, size: int = FPR_PATCH) -> np.ndarray:
+    """``[N, size, size, size]`` normalised patches centred on rounded voxel ``centres``
+    (edge-padded at the volume border); shared by training and inference."""
+    out = np.empty((len(centres), size, size, size), np.float32)
+    shape = np.asarray(hu.shape)
+    for i, c in enumerate(np.asarray(centres, float).reshape(-1, 3)):
+        lo = np.round(c).astype(int) - size // 2
+        hi = lo + size
+        a = np.clip(lo, 0, shape)
+        b = np.clip(hi, 0, shape)
+        sub = hu[a[0]:b[0], a[1]:b[1], a[2]:b[2]]
+        pad = [(int(x - y), int(z - w)) for x, y, z, w in zip(a, lo, hi, b)]
+        if sub.size == 0:
+            out[i] = normalise(np.full((size,) * 3, HU_LO, np.float32))
+            continue
+        if any(p != (0, 0) for p in pad):
+            sub = np.pad(sub, pad, mode="edge")
+        out[i] = normalise(sub)
+    return out
 
 
 def window_starts(n: int, patch: int = PATCH, stride: int = STRIDE) -> list[int]:
@@ -78,20 +109,30 @@ class NoduleInput:
     lungs: np.ndarray  # on work grid
     box: tuple[slice, slice, slice]
     lobes: np.ndarray | None = None  # optional real lobe label map on the work grid
-    windows: list[tuple[int, int, int]] = field(default_factory=list)
+    candidates: list[Candidate] = field(default_factory=list)  # work-grid voxel centres
 
 
 class NodulePipeline:
-    """``pre_process → predict → post_process``; only ``predict`` touches ONNX Runtime."""
+    """``pre_process → predict → post_process``; only ``predict`` touches ONNX Runtime.
+
+    ``pre_process``: 1.5 mm grid, lungs, blob candidates (:func:`models.ct.blobs.detect`).
+    ``predict``: nodule probability of each candidate from the false-positive-reduction
+    classifier (registry model ``ct-nodule-fpr``, 32³ patches).  ``post_process``:
+    candidates with probability ≥ ``threshold`` are segmented
+    (:func:`models.ct.blobs.segment_blob`), de-duplicated and measured.
+    """
 
     name = MODEL_NAME
 
     def __init__(self, model=None, threshold: float = 0.5, min_diameter_mm: float = 3.0,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, max_candidates: int = MAX_CANDIDATES,
+                 candidate_floor: float = CANDIDATE_FLOOR) -> None:
         self._model = model
         self.threshold = threshold
         self.min_diameter_mm = min_diameter_mm
         self.threads = threads
+        self.max_candidates = max_candidates
+        self.candidate_floor = candidate_floor
         self.version = getattr(model, "version", None)
 
     @property
@@ -106,93 +147,78 @@ class NodulePipeline:
 
     def pre_process(self, vol: CTVolume, lungs: np.ndarray | None = None,
                     lobes: np.ndarray | None = None) -> NoduleInput:
-        """``lungs``/``lobes`` (optional) are on ``vol``'s grid; lobes use 1..5 = LOBES order."""
+        """``lungs``/``lobes`` (optional) are on ``vol``'s grid; lobes use 1..5 = LOBES order.
+        Lungs: ``lungs`` if given, else the union of ``lobes`` if given, else :func:`lung_mask`."""
         work = resample(vol, SPACING, order=1)
-        if lungs is None:
-            lm = lung_mask(work.hu, work.spacing)
-        else:
-            lm = resample_mask(lungs.astype(np.uint8), vol, work) > 0
         lb = resample_mask(lobes.astype(np.uint8), vol, work) if lobes is not None else None
+        if lungs is not None:
+            lm = resample_mask(lungs.astype(np.uint8), vol, work) > 0
+        elif lb is not None and lb.any():  # real lobe masks define the lungs
+            lm = lb > 0
+        else:
+            lm = lung_mask(work.hu, work.spacing)
         if not lm.any():
             from models.ct.errors import CTError
 
             raise CTError("no lung found in the series (is it a chest CT?)")
         idx = np.argwhere(lm)
-        lo = np.maximum(idx.min(0) - 4, 0)
-        hi = np.minimum(idx.max(0) + 5, lm.shape)
+        lo = np.maximum(idx.min(0) - 6, 0)
+        hi = np.minimum(idx.max(0) + 7, lm.shape)
         box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-        shape = [max(b - a, PATCH) for a, b in zip(lo, hi)]
-        windows = [(z, y, x) for z in window_starts(shape[0]) for y in window_starts(shape[1])
-                   for x in window_starts(shape[2])]
-        return NoduleInput(vol, work, lm, box, lb, windows)  # type: ignore[arg-type]
+        region = ndimage.binary_dilation(lm[box], iterations=3)
+        cands = detect(work.hu[box], work.spacing, region, floor=self.candidate_floor,
+                       max_candidates=self.max_candidates)
+        for c in cands:
+            c.zyx = tuple(float(v + o) for v, o in zip(c.zyx, lo))
+        return NoduleInput(vol, work, lm, box, lb, cands)  # type: ignore[arg-type]
 
-    def predict(self, x: NoduleInput, batch: int = 2) -> np.ndarray:
-        """Probability map on the work grid (zeros outside the lung box)."""
-        sub = normalise(x.work.hu[x.box])
-        pad = [(0, max(0, PATCH - n)) for n in sub.shape]
-        sub = np.pad(sub, pad, constant_values=0.0)
-        acc = np.zeros(sub.shape, np.float32)
-        cnt = np.zeros(sub.shape, np.float32)
-        wts = _window_weight()
+    def predict(self, x: NoduleInput, batch: int = 64) -> np.ndarray:
+        """Nodule probability of each candidate (``x.candidates`` order)."""
+        if not x.candidates:
+            return np.zeros(0, np.float32)
         model = self.model
         name = getattr(model, "input_names", ["image"])[0] if hasattr(model, "input_names") else "image"
-        for i in range(0, len(x.windows), batch):
-            ws = x.windows[i:i + batch]
-            arr = np.stack([sub[z:z + PATCH, y:y + PATCH, xx:xx + PATCH] for z, y, xx in ws])[:, None]
-            out = model.run({name: arr})
-            logits = next(iter(out.values())) if isinstance(out, dict) else out[0]
-            prob = 1.0 / (1.0 + np.exp(-logits[:, 0]))
-            for (z, y, xx), p in zip(ws, prob):
-                acc[z:z + PATCH, y:y + PATCH, xx:xx + PATCH] += p * wts
-                cnt[z:z + PATCH, y:y + PATCH, xx:xx + PATCH] += wts
-        prob = acc / np.maximum(cnt, 1e-6)
-        full = np.zeros(x.work.shape, np.float32)
-        b = x.box
-        full[b] = prob[:b[0].stop - b[0].start, :b[1].stop - b[1].start, :b[2].stop - b[2].start]
-        return full
-
-    def candidates(self, prob: np.ndarray, x: NoduleInput) -> list[dict[str, Any]]:
-        """Connected components of ``prob ≥ threshold`` in the (dilated) lungs, score = peak."""
-        region = ndimage.binary_dilation(x.lungs, iterations=2)
-        m = (prob >= self.threshold) & region
-        lab, n = ndimage.label(m)
+        centres = np.array([c.zyx for c in x.candidates])
         out = []
-        vox = x.work.voxel_volume_mm3
-        for i, sl in enumerate(ndimage.find_objects(lab), start=1):
-            comp = lab[sl] == i
-            vol_mm3 = float(comp.sum()) * vox
-            if (6 * vol_mm3 / np.pi) ** (1 / 3) < self.min_diameter_mm:
-                continue
-            out.append({"label_id": i, "score": float(prob[sl][comp].max()), "slices": sl})
-        out.sort(key=lambda c: -c["score"])
-        return out
+        for i in range(0, len(centres), batch):
+            arr = candidate_patches(x.work.hu, centres[i:i + batch])[:, None]
+            res = model.run({name: arr})
+            logits = next(iter(res.values())) if isinstance(res, dict) else res[0]
+            out.append(np.asarray(logits, np.float32).reshape(-1))
+        return 1.0 / (1.0 + np.exp(-np.concatenate(out)))
 
-    @staticmethod
-    def _refine(comp: np.ndarray, prob: np.ndarray, peak: float, rel: float = 0.6) -> np.ndarray:
-        """Nodule mask for measurement: the part of the detection component with probability
-        ≥ ``rel`` × its peak that is connected to the peak (detection components at a low
-        operating threshold spill into adjacent vessels)."""
-        core = comp & (prob >= rel * peak)
-        lab, n = ndimage.label(core)
-        if n <= 1:
-            return core if core.any() else comp
-        at = lab[np.unravel_index(np.argmax(np.where(comp, prob, -1)), prob.shape)]
-        return lab == at
+    def segment(self, x: NoduleInput, hull: np.ndarray | None = None) -> list[tuple[int, np.ndarray, tuple]]:
+        """(candidate index, mask, box) of each candidate (all of them, for evaluation)."""
+        if hull is None:
+            hull = closed_lungs(x.lungs, x.work.spacing) | x.lungs
+        return [(i, *segment_blob(x.work.hu, c.zyx, c.radius_mm, x.work.spacing, hull))
+                for i, c in enumerate(x.candidates)]
 
     def post_process(self, prob: np.ndarray, x: NoduleInput) -> dict[str, Any]:
         work = x.work
-        lab, _ = ndimage.label((prob >= self.threshold) & ndimage.binary_dilation(x.lungs, iterations=2))
-        findings = []
-        label_map = np.zeros(work.shape, np.uint16)
-        from models.ct.lungs import LOBES
-
-        from models.ct.findings import grow
-        from models.ct.lungs import lung_extent
+        from models.ct.lungs import LOBES, lung_extent
 
         extent = lung_extent(x.lungs)
-        for k, c in enumerate(self.candidates(prob, x), start=1):
-            sl = grow(c["slices"], 2, lab.shape)
-            m = self._refine(lab[sl] == c["label_id"], prob[sl], c["score"])
+        hull = closed_lungs(x.lungs, work.spacing) | x.lungs
+        findings = []
+        label_map = np.zeros(work.shape, np.uint16)
+        order = [i for i in np.argsort(-prob, kind="stable") if prob[i] >= self.threshold]
+        k = 0
+        for i in order:
+            c = x.candidates[i]
+            cz0 = tuple(int(v) for v in np.clip(np.round(c.zyx), 0, np.asarray(work.shape) - 1))
+            if label_map[cz0] > 0:  # a second candidate on a nodule already reported
+                continue
+            m, sl = segment_blob(work.hu, c.zyx, c.radius_mm, work.spacing, hull)
+            if not m.any():
+                m, sl = sphere_mask(c.zyx, c.radius_mm, work.spacing, work.shape)
+            if (label_map[sl][m] > 0).mean() > 0.3:
+                continue
+            m = m & (label_map[sl] == 0)
+            vol_mm3 = float(m.sum()) * work.voxel_volume_mm3
+            if (6 * vol_mm3 / np.pi) ** (1 / 3) < self.min_diameter_mm:
+                continue
+            k += 1
             label_map[sl][m] = k
             off = [s.start for s in sl]
             h = work.hu[sl]
@@ -208,22 +234,34 @@ class NodulePipeline:
                 lobe = approximate_lobe(np.asarray(cz), x.lungs, work.direction, extent)
             d["centre_voxel_zyx"] = [round(float(v), 2) for v in x.volume.patient_to_voxel(d["centre_patient_mm"])]
             findings.append({
-                "label": "lung nodule", "probability": round(c["score"], 4), **d,
+                "label": "lung nodule", "probability": round(float(prob[i]), 4), **d,
                 "mean_diameter_mm": round(mean_d, 1), "type": kind, "solid_fraction": round(frac, 3),
                 "solid_component_mm": round(solid_mm if kind != "ground-glass" else 0.0, 1),
                 "lobe": lobe, "category": "Lung-RADS " + lung_rads(kind, mean_d, solid_mm), "mask_label": k,
             })
         mask = resample_mask(label_map, work, x.volume) if findings else np.zeros(x.volume.shape, np.uint16)
         cats = [f["category"].split()[-1] for f in findings]
-        order = ["2", "3", "4A", "4B", "4X"]
-        overall = max(cats, key=order.index) if cats else "1"
+        order_c = ["2", "3", "4A", "4B", "4X"]
+        overall = max(cats, key=order_c.index) if cats else "1"
         return {"task": "ct-nodule", "model": self.name, "version": self.version, "n_nodules": len(findings),
-                "lung_rads_suggestion": overall, "findings": findings, "_mask": mask, "_prob": prob}
+                "n_candidates": len(x.candidates), "lung_rads_suggestion": overall, "findings": findings,
+                "_mask": mask, "_work_labels": label_map}
 
     def __call__(self, vol: CTVolume, lungs: np.ndarray | None = None, lobes: np.ndarray | None = None
                  ) -> dict[str, Any]:
         x = self.pre_process(vol, lungs, lobes)
         return self.post_process(self.predict(x), x)
+
+
+def sphere_mask(zyx, radius_mm: float, spacing, shape) -> tuple[np.ndarray, tuple[slice, ...]]:
+    """A ball of ``radius_mm`` at voxel ``zyx`` (fallback mask when segmentation finds nothing)."""
+    sp = np.asarray(spacing, float)
+    c = np.asarray(zyx, float)
+    half = np.ceil(radius_mm / sp).astype(int) + 1
+    lo = np.maximum(np.round(c).astype(int) - half, 0)
+    hi = np.minimum(np.round(c).astype(int) + half + 1, shape)
+    g = np.meshgrid(*[(np.arange(a, b) - cc) * s for a, b, cc, s in zip(lo, hi, c, sp)], indexing="ij")
+    return sum(v * v for v in g) <= radius_mm ** 2, tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
 
 
 def _window_weight() -> np.ndarray:

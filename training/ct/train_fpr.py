@@ -1,0 +1,106 @@
+"""Train the nodule false-positive-reduction classifier (CPU, wall-clock budget, checkpoints).
+
+``python -m training.ct.train_fpr --out /tmp/ct_runs/fpr --budget-min 35``: balanced-ish
+batches of inserted nodules (positives) and blob candidates of the training region
+(negatives), see :mod:`training.ct.fpr_data`; BCE, AdamW, cosine decay over the budget.
+Online hard-negative mining: each step scores twice the negatives it needs and keeps the
+hardest half.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def train_fpr(net: torch.nn.Module, sample, out: Path, budget_s: float, batch: int = 32, lr: float = 2e-3,
+              seed: int = 0, max_iters: int = 100000, log_every: int = 25, p_pos: float = 0.4,
+              hard_factor: int = 2) -> dict:
+    """``sample(rng, label)`` returns one (patch, label) with label 1 or 0 as asked."""
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    t0 = time.time()
+    hist: list[dict] = []
+    it = 0
+    run = 0.0
+    n_pos = max(1, int(round(batch * p_pos)))
+    n_neg = batch - n_pos
+    while it < max_iters and time.time() - t0 < budget_s:
+        pos = [sample(rng, 1) for _ in range(n_pos)]
+        neg = [sample(rng, 0) for _ in range(n_neg * hard_factor)]
+        if hard_factor > 1:  # keep the negatives the network currently scores highest
+            net.eval()
+            with torch.no_grad():
+                s = net(torch.from_numpy(np.stack([x for x, _ in neg]))[:, None])[:, 0].numpy()
+            neg = [neg[i] for i in np.argsort(-s)[:n_neg]]
+        net.train()
+        xs, ys = zip(*(pos + neg))
+        x = torch.from_numpy(np.stack(xs))[:, None]
+        y = torch.from_numpy(np.stack(ys))
+        frac = (time.time() - t0) / budget_s
+        for g in opt.param_groups:
+            g["lr"] = lr * 0.5 * (1 + np.cos(np.pi * min(frac, 1.0)))
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        run = 0.95 * run + 0.05 * loss.item() if it else loss.item()
+        it += 1
+        if it % log_every == 0:
+            hist.append({"iter": it, "loss": round(run, 4), "elapsed_s": round(time.time() - t0, 1)})
+            logger.info("iter %d loss %.4f (%.0f s)", it, run, time.time() - t0)
+            torch.save(net.state_dict(), out / "model.pt")
+            (out / "history.json").write_text(json.dumps(hist))
+    torch.save(net.state_dict(), out / "model.pt")
+    info = {"iterations": it, "batch": batch, "p_pos": p_pos, "hard_negative_factor": hard_factor,
+            "wall_s": round(time.time() - t0, 1), "final_loss": round(run, 4), "budget_s": budget_s, "lr": lr,
+            "seed": seed}
+    (out / "train_info.json").write_text(json.dumps(info, indent=2))
+    (out / "history.json").write_text(json.dumps(hist))
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--budget-min", type=float, default=35.0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--max-iters", type=int, default=100000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--init", help="start from this state dict (fine-tuning)")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(a.threads)
+    from training.ct.data import nodule_volumes
+    from training.ct.fpr_data import fpr_sample, fpr_sources
+    from training.ct.networks import fpr_cnn
+
+    sources = fpr_sources(nodule_volumes()["train"])
+    net = fpr_cnn()
+    if a.init:
+        net.load_state_dict(torch.load(a.init, map_location="cpu"))
+    info = train_fpr(net, lambda rng, label: fpr_sample(sources, rng, p_pos=float(label)), Path(a.out),
+                     a.budget_min * 60, a.batch, lr=a.lr, seed=a.seed, max_iters=a.max_iters)
+    info["negative_candidates"] = {s.name: int(len(s.negatives)) for s in sources}
+    (Path(a.out) / "train_info.json").write_text(json.dumps(info, indent=2))
+    if a.init:
+        prev = Path(a.init).parent / "train_info.json"
+        (Path(a.out) / "lineage.json").write_text(json.dumps(
+            {"init": str(a.init), "previous_run": json.loads(prev.read_text()) if prev.is_file() else None}, indent=2))
+    print(json.dumps(info))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
