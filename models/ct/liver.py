@@ -25,6 +25,10 @@ PATCH = 64
 STRIDE = 48
 CHANNEL_PHASES = ("arterial", "portal-venous", "delayed")
 HU_LO, HU_HI = -100.0, 300.0
+# the network was trained on this array orientation (the training CT's NIfTI grid: rows
+# anterior→posterior reversed, columns right→left reversed); every study is reoriented to it
+WORK_ORIENTATION = "RAS"
+BODY_HU = -300.0
 APHE_HU = 20.0
 WASHOUT_HU = 10.0
 CAPSULE_HU = 15.0
@@ -95,9 +99,15 @@ class LiverPipeline:
     name = MODEL_NAME
 
     def __init__(self, model=None, threshold: float = 0.5, min_diameter_mm: float = 5.0,
-                 threads: int | None = None, register_phases: bool = True) -> None:
+                 threads: int | None = None, register_phases: bool = True,
+                 grow_threshold: float | None = None, min_peak: float | None = None,
+                 min_in_liver: float | None = None, edge_pad: int = 0) -> None:
         self._model = model
         self.threshold = threshold
+        self.grow_threshold = grow_threshold
+        self.min_peak = min_peak
+        self.min_in_liver = min_in_liver
+        self.edge_pad = edge_pad
         self.min_diameter_mm = min_diameter_mm
         self.threads = threads
         self.register_phases = register_phases
@@ -110,7 +120,13 @@ class LiverPipeline:
 
             self._model, card = Registry().load(MODEL_NAME, threads=self.threads)
             self.version = card.version
-            self.threshold = float(card.thresholds.get("lesion", self.threshold))
+            th = card.thresholds
+            self.threshold = float(th.get("lesion", self.threshold))
+            self.grow_threshold = th.get("lesion_grow", self.grow_threshold)
+            self.min_peak = th.get("lesion_min_peak", self.min_peak)
+            self.min_in_liver = th.get("lesion_min_in_liver", self.min_in_liver)
+            self.edge_pad = int(card.input.get("edge_pad_slices", self.edge_pad))
+            self.min_diameter_mm = float((card.extra or {}).get("lesion_min_diameter_mm", self.min_diameter_mm))
         return self._model
 
     def pre_process(self, vols: list[CTVolume]) -> LiverInput:
@@ -129,7 +145,7 @@ class LiverPipeline:
                              f"{[c.phase for c in calls]}); the liver task needs at least the portal-venous phase")
         ref_phase = "portal-venous" if "portal-venous" in by_phase else contrast[-1]
         ref = by_phase[ref_phase]
-        work = resample(ref, SPACING)
+        work = canonical(resample(ref, SPACING))
         phase_hu: dict[str, np.ndarray] = {ref_phase: work.hu}
         reg_info: dict[str, dict] = {}
         transforms: dict = {}
@@ -150,10 +166,16 @@ class LiverPipeline:
                           transforms)
 
     def predict(self, x: LiverInput, batch: int = 2) -> np.ndarray:
-        """(2, z, y, x) probabilities: liver, lesion."""
+        """(2, z, y, x) probabilities: liver, lesion.  With ``edge_pad`` the first and last
+        slices are mirrored ``edge_pad`` voxels outwards first, so that a lesion cut by the
+        scan range is seen whole rather than against an empty border."""
         img = normalise(x.channels)
+        e = int(self.edge_pad)
+        if e:
+            img = np.pad(img, [(0, 0), (min(e, img.shape[1] - 1),) * 2, (0, 0), (0, 0)], mode="reflect")
         pad = [(0, 0)] + [(0, max(0, PATCH - n)) for n in img.shape[1:]]
         img = np.pad(img, pad)
+        windows = _windows(img.shape[1:]) if e else x.windows
         acc = np.zeros((2,) + img.shape[1:], np.float32)
         cnt = np.zeros(img.shape[1:], np.float32)
         from models.ct.nodules import _window_weight
@@ -161,8 +183,8 @@ class LiverPipeline:
         w = _window_weight()
         model = self.model
         name = model.input_names[0] if hasattr(model, "input_names") else "image"
-        for i in range(0, len(x.windows), batch):
-            ws = x.windows[i:i + batch]
+        for i in range(0, len(windows), batch):
+            ws = windows[i:i + batch]
             arr = np.stack([img[:, z:z + PATCH, y:y + PATCH, xx:xx + PATCH] for z, y, xx in ws])
             out = model.run({name: arr})
             logits = next(iter(out.values())) if isinstance(out, dict) else out[0]
@@ -172,32 +194,62 @@ class LiverPipeline:
                 cnt[z:z + PATCH, y:y + PATCH, xx:xx + PATCH] += w
         prob = acc / np.maximum(cnt, 1e-6)
         s = x.work.shape
-        return prob[:, :s[0], :s[1], :s[2]]
+        z0 = min(e, s[0] - 1) if e else 0
+        return prob[:, z0:z0 + s[0], :s[1], :s[2]]
 
-    def segment(self, prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(liver mask, lesion label map) on the work grid."""
-        liver = prob[0] >= 0.5
-        lab, n = ndimage.label(liver)
-        if n:
-            sizes = ndimage.sum_labels(liver, lab, np.arange(1, n + 1))
-            liver = lab == (int(np.argmax(sizes)) + 1)
-        lesion = (prob[1] >= self.threshold) & ndimage.binary_dilation(liver, iterations=3)
-        liver = np.stack([ndimage.binary_fill_holes(sl) for sl in (liver | lesion)])
+    def segment(self, prob: np.ndarray, body: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(liver mask, lesion label map) on the work grid: ``liver_region`` then ``candidates``."""
+        liver, near = liver_region(prob[0], body)
+        lesions = self.candidates(prob[1], near, liver)
+        liver = np.stack([ndimage.binary_fill_holes(sl) for sl in (liver | (lesions > 0))])
+        return liver, lesions
+
+    def candidates(self, lesion_prob: np.ndarray, near: np.ndarray, liver: np.ndarray | None = None) -> np.ndarray:
+        """Lesion label map: components of probability ≥ ``threshold`` inside ``near``; with
+        ``grow_threshold`` (hysteresis) each is the region ≥ ``grow_threshold`` connected to
+        such seed voxels; components whose peak is below ``min_peak`` or whose
+        volume-equivalent diameter is below ``min_diameter_mm`` are dropped; with
+        ``min_in_liver`` (and ``liver``) also those of which less than that fraction lies in
+        the liver or less than that fraction of the 1.5–4.5 mm shell around is liver (a
+        liver lesion lies in the liver; adjacent hypodense structures — gallbladder, IVC,
+        bowel — lie beside it)."""
+        seeds = (lesion_prob >= self.threshold) & near
+        if self.grow_threshold is not None and self.grow_threshold < self.threshold:
+            lab, n = ndimage.label((lesion_prob >= self.grow_threshold) & near)
+            hit = np.zeros(n + 1, bool)
+            hit[np.unique(lab[seeds])] = True
+            hit[0] = False
+            lesion = hit[lab]
+        else:
+            lesion = seeds
         lab, n = ndimage.label(lesion)
-        vox = float(np.prod(SPACING))
-        out = np.zeros(lesion.shape, np.uint16)
-        k = 0
-        for i in range(1, n + 1):
-            m = lab == i
-            if (6 * m.sum() * vox / np.pi) ** (1 / 3) >= self.min_diameter_mm:
-                k += 1
-                out[m] = k
-        return liver, out
+        if not n:
+            return np.zeros(lesion.shape, np.uint16)
+        idx = np.arange(1, n + 1)
+        count = ndimage.sum_labels(lesion, lab, idx)
+        keep = (6 * count * float(np.prod(SPACING)) / np.pi) ** (1 / 3) >= self.min_diameter_mm
+        if self.min_peak is not None:
+            high = np.zeros(n + 1, bool)
+            high[np.unique(lab[lesion_prob >= self.min_peak])] = True
+            keep &= high[1:]
+        if self.min_in_liver is not None and liver is not None:
+            inside = ndimage.sum_labels(liver, lab, idx) / np.maximum(count, 1)
+            keep &= inside >= self.min_in_liver
+            for i, sl in enumerate(ndimage.find_objects(lab), start=1):
+                if sl is None or not keep[i - 1]:
+                    continue
+                sl = tuple(slice(max(0, s.start - 3), min(dim, s.stop + 3)) for s, dim in zip(sl, lab.shape))
+                m = lab[sl] == i
+                ring = ndimage.binary_dilation(m, iterations=3) & ~ndimage.binary_dilation(m)
+                keep[i - 1] = bool(ring.any()) and float(liver[sl][ring].mean()) >= self.min_in_liver
+        new = np.zeros(n + 1, np.uint16)
+        new[idx[keep]] = np.arange(1, int(keep.sum()) + 1)
+        return new[lab]
 
     def post_process(self, prob: np.ndarray, x: LiverInput) -> dict[str, Any]:
         from models.ct.findings import grow
 
-        liver, lesions = self.segment(prob)
+        liver, lesions = self.segment(prob, body_mask(x.work.hu))
         work = x.work
         findings = []
         occupied = lesions > 0
@@ -232,6 +284,48 @@ class LiverPipeline:
     def __call__(self, vols: list[CTVolume]) -> dict[str, Any]:
         x = self.pre_process(vols)
         return self.post_process(self.predict(x), x)
+
+
+def liver_region(liver_prob: np.ndarray, body: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(liver, where lesions may lie).  Liver = largest component of probability ≥ 0.5
+    inside ``body``; lesions must lie inside the body within 3 voxels (4.5 mm) of the liver
+    with its holes filled (in 3-D and per axial slice, so that a lesion the liver channel
+    leaves out, also one cut by the first or last slice, still counts as inside)."""
+    liver = liver_prob >= 0.5
+    if body is not None:
+        liver &= body
+    lab, n = ndimage.label(liver)
+    if n:
+        sizes = ndimage.sum_labels(liver, lab, np.arange(1, n + 1))
+        liver = lab == (int(np.argmax(sizes)) + 1)
+    filled = ndimage.binary_fill_holes(liver) | np.stack([ndimage.binary_fill_holes(sl) for sl in liver])
+    near = ndimage.binary_dilation(filled, iterations=3)
+    if body is not None:
+        near &= body
+    return liver, near
+
+
+def canonical(v: CTVolume) -> CTVolume:
+    """The volume with its array axes permuted/flipped to ``WORK_ORIENTATION`` (same
+    physical grid points; SimpleITK DICOMOrient), the orientation the network learnt."""
+    import SimpleITK as sitk
+
+    img = v.to_sitk()
+    if sitk.DICOMOrientImageFilter_GetOrientationFromDirectionCosines(img.GetDirection()) == WORK_ORIENTATION:
+        return v
+    return CTVolume.from_sitk(sitk.DICOMOrient(img, WORK_ORIENTATION), v.meta)
+
+
+def body_mask(hu: np.ndarray, level: float = BODY_HU) -> np.ndarray:
+    """The patient: largest 3-D component above ``level`` HU, holes filled per axial slice
+    (excludes outside air, the table's separate parts and noise outside the body)."""
+    m = hu > level
+    lab, n = ndimage.label(m)
+    if not n:
+        return m
+    sizes = ndimage.sum_labels(m, lab, np.arange(1, n + 1))
+    m = lab == (int(np.argmax(sizes)) + 1)
+    return np.stack([ndimage.binary_fill_holes(sl) for sl in m])
 
 
 def _onto(v: CTVolume, ref: CTVolume) -> np.ndarray:

@@ -41,10 +41,13 @@ class _Cache:
 _cache = _Cache()
 
 
-def liver_patch(lv: LiverVolume, rng: np.random.Generator, size: int = 48, reuse: int = 16
-                ) -> tuple[np.ndarray, np.ndarray]:
+def liver_patch(lv: LiverVolume, rng: np.random.Generator, size: int = 48, reuse: int = 16,
+                lesion_frac: float = 0.45, phase_dropout: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(3-channel normalised patch, 2-channel target liver/lesion).  A new simulated study
-    (aligned phases, 1–3 lesions of 5–40 mm) every ``reuse`` patches."""
+    (aligned phases, 1–3 lesions of 5–40 mm) every ``reuse`` patches; ``lesion_frac`` of the
+    patches are centred near a lesion; with probability ``phase_dropout`` the arterial and
+    delayed channels are replaced by the portal-venous one, as the pipeline does when a
+    study has only that phase."""
     if _cache.case is None or _cache.uses >= reuse:
         _cache.case = simulate(lv.work.hu, lv.work.spacing, lv.masks, rng, n_lesions=int(rng.integers(1, 4)),
                                misalign=False, cache=_cache.sim)
@@ -54,9 +57,9 @@ def liver_patch(lv: LiverVolume, rng: np.random.Generator, size: int = 48, reuse
     liver = lv.masks["liver"]
     shape = np.array(liver.shape)
     r = rng.random()
-    if r < 0.45 and mp.lesion_labels.any():
+    if r < lesion_frac and mp.lesion_labels.any():
         pts = np.argwhere(mp.lesion_labels > 0)
-    elif r < 0.7:
+    elif r < lesion_frac + 0.25:
         pts = np.argwhere(liver[::2, ::2, ::2]) * 2
     else:
         pts = np.argwhere(np.ones(shape // 4, bool)) * 4
@@ -69,6 +72,8 @@ def liver_patch(lv: LiverVolume, rng: np.random.Generator, size: int = 48, reuse
         if p != "portal-venous" and rng.random() < 0.5:  # residual misregistration, ≤ 1 voxel
             a = np.roll(a, tuple(int(v) for v in rng.integers(-1, 2, 3)), axis=(0, 1, 2))
         chans.append(a)
+    if rng.random() < phase_dropout:
+        chans = [chans[CHANNEL_PHASES.index("portal-venous")]] * len(chans)
     img = normalise(np.stack(chans))
     tgt = np.stack([liver[sl], mp.lesion_labels[sl] > 0]).astype(np.float32)
     pad = [(0, 0)] + [(0, size - n) for n in img.shape[1:]]

@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--init", help="start from this state dict (fine-tuning)")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--pos-weight", type=float, default=3.0)
+    ap.add_argument("--lesion-frac", type=float, default=0.45, help="liver: share of lesion-centred patches")
+    ap.add_argument("--phase-dropout", type=float, default=0.0, help="liver: share of portal-venous-only patches")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(a.threads)
@@ -106,8 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         net = small_unet(3, 2)
         if a.init:
             net.load_state_dict(torch.load(a.init, map_location="cpu"))
-        info = train(net, lambda rng: liver_patch(lv, rng), Path(a.out), a.budget_min * 60, a.batch,
+        info = train(net, lambda rng: liver_patch(lv, rng, lesion_frac=a.lesion_frac, phase_dropout=a.phase_dropout),
+                     Path(a.out), a.budget_min * 60, a.batch,
                      lr=a.lr, seed=a.seed, max_iters=a.max_iters, pos_weight=a.pos_weight)
+        info.update(lesion_frac=a.lesion_frac, phase_dropout=a.phase_dropout)
+        (Path(a.out) / "train_info.json").write_text(json.dumps(info, indent=2))
     if a.init:  # record the run this one was fine-tuned from
         prev = Path(a.init).parent / "train_info.json"
         (Path(a.out) / "lineage.json").write_text(json.dumps(
