@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 MODEL_NAME = "ct-nodule-fpr"
 MAX_CANDIDATES = 1500
 CANDIDATE_FLOOR = 4.0
+TTA_FLIPS = ((), (2,), (1,), (0,))  # flipped axes (z, y, x) of the classifier's test-time augmentation
 SPACING = (1.5, 1.5, 1.5)
 PATCH = 64
 STRIDE = 48
@@ -126,8 +127,9 @@ class NodulePipeline:
 
     def __init__(self, model=None, threshold: float = 0.5, min_diameter_mm: float = 3.0,
                  threads: int | None = None, max_candidates: int = MAX_CANDIDATES,
-                 candidate_floor: float = CANDIDATE_FLOOR) -> None:
+                 candidate_floor: float = CANDIDATE_FLOOR, tta: bool = True) -> None:
         self._model = model
+        self.tta = tta
         self.threshold = threshold
         self.min_diameter_mm = min_diameter_mm
         self.threads = threads
@@ -180,11 +182,16 @@ class NodulePipeline:
         name = getattr(model, "input_names", ["image"])[0] if hasattr(model, "input_names") else "image"
         centres = np.array([c.zyx for c in x.candidates])
         out = []
+        flips = TTA_FLIPS if self.tta else ((),)
         for i in range(0, len(centres), batch):
             arr = candidate_patches(x.work.hu, centres[i:i + batch])[:, None]
-            res = model.run({name: arr})
-            logits = next(iter(res.values())) if isinstance(res, dict) else res[0]
-            out.append(np.asarray(logits, np.float32).reshape(-1))
+            acc = np.zeros(len(arr), np.float32)
+            for axes in flips:  # test-time augmentation: mean logit over flips
+                a = np.ascontiguousarray(np.flip(arr, tuple(ax + 2 for ax in axes))) if axes else arr
+                res = model.run({name: a})
+                logits = next(iter(res.values())) if isinstance(res, dict) else res[0]
+                acc += np.asarray(logits, np.float32).reshape(-1)
+            out.append(acc / len(flips))
         return 1.0 / (1.0 + np.exp(-np.concatenate(out)))
 
     def segment(self, x: NoduleInput, hull: np.ndarray | None = None) -> list[tuple[int, np.ndarray, tuple]]:

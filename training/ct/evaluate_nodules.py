@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from models.card import ModelCard, sha256_file
-from models.ct.nodules import FPR_PATCH, MODEL_NAME, NodulePipeline, candidate_patches
+from models.ct.nodules import FPR_PATCH, MODEL_NAME, TTA_FLIPS, NodulePipeline, candidate_patches
 from models.session import OrtModel
 from training.ct.data import LungVolume, nodule_case, nodule_volumes
 from training.ct.export import export_onnx, training_record
@@ -196,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                "network": "MONAI Convolution blocks 8-16-32-64 with max pooling, global average pooling, linear",
                "pipeline": "models.ct.blobs.detect (multiscale Hessian dot filter) → this classifier → "
                            "models.ct.blobs.segment_blob",
+               "test_time_augmentation": ({"flipped_axes_zyx": [list(f) for f in TTA_FLIPS], "score": "mean logit"}
+                                          if pipe.tta else None),
                "evaluated_by": "training/ct/evaluate_nodules.py"},
     )
     card.save(out_dir / "card.json")
