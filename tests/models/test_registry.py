@@ -132,3 +132,21 @@ def test_rollback_uses_the_pointer_history(registry_dir):
     assert reg.rollback("tiny") == "1.0.0"
     assert reg.get("tiny").card.version == "1.0.0"
     assert reg.pointer_history("tiny")[-1]["note"] == "rollback"
+
+
+def test_every_shipped_model_is_registered_under_its_own_folder() -> None:
+    """Each ``models/zoo/<name>/<version>/`` card names that model and version (the
+    registry skips a mismatch with only a warning) and its weights match the card."""
+    import json
+    from pathlib import Path
+
+    from models.registry import Registry
+
+    zoo = Path(__file__).resolve().parents[2] / "models" / "zoo"
+    folders = sorted(p.parent for p in zoo.glob("*/*/card.json"))
+    assert folders
+    registry = Registry([zoo])
+    for folder in folders:
+        card = json.loads((folder / "card.json").read_text())
+        assert (card["name"], card["version"]) == (folder.parent.name, folder.name), folder
+        registry.get(card["name"], card["version"]).verify()

@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     train_info = training_record(ck)
     card = ModelCard(
-        name=MODEL_NAME, version=VERSION, task="ct-liver-and-lesion-segmentation-multiphase",
+        name=MODEL_NAME, version=a.version, task="ct-liver-and-lesion-segmentation-multiphase",
         input={"name": "image", "size": PATCH, "channels": 3, "spacing_mm": [1.5, 1.5, 1.5],
                "channel_order": ["arterial", "portal-venous", "delayed"], "array_orientation": "RAS",
                "edge_pad_slices": pipe.edge_pad,
