@@ -298,7 +298,7 @@ class StagedWrite:
         self.fd = fd
         self.meta = meta
         self.error: OSError | None = None
-        self.size = 0
+        self.size = 0  # bytes written, file meta included
 
     def write(self, chunk: bytes | memoryview) -> None:
         """Append a fragment of the data set."""
@@ -447,7 +447,7 @@ class Archive:
                 if staged.error is not None:
                     raise OutOfResourcesError(
                         f"cannot write the instance to the archive: {staged.error.strerror or staged.error}")
-                if staged.meta != meta or staged.size != len(data):
+                if staged.meta != meta or staged.size != len(meta) + len(data):
                     staged.discard()  # not the same file: write it from memory
                     staged = None
             return self._store_parsed(header, meta, data, None, transfer_syntax, source_ae, staged)
@@ -470,7 +470,6 @@ class Archive:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         staged = StagedWrite(path, fd, meta)
         staged.write(meta)
-        staged.size = 0
         return staged
 
     def store_file(self, path: str | os.PathLike[str], source_ae: str = "") -> StoreResult:
@@ -598,16 +597,8 @@ class Archive:
         when it was just created)."""
         self.directory_sync.sync(str(path.parent))
         if new_dir:
-            self._fsync_dir(path.parent.parent)
-            self._fsync_dir(path.parent.parent.parent)
-
-    @staticmethod
-    def _fsync_dir(folder: Path) -> None:
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            _fsync_path(str(path.parent.parent))
+            _fsync_path(str(path.parent.parent.parent))
 
     def _remove_row(self, conn: Any, sop_instance_uid: str) -> None:
         row = conn.execute(

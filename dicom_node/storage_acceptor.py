@@ -62,18 +62,18 @@ def negotiate(rq: pdu.AssociateRequest, storage_syntaxes: list[str],
     (PS3.8 9.3.3.2)."""
     out = []
     for cx in rq.contexts:
+        # a rejected context still carries one transfer syntax sub-item (not significant)
+        first = cx.transfer_syntaxes[0] if cx.transfer_syntaxes else "1.2.840.10008.1.2"
         if cx.abstract_syntax == VERIFICATION:
             supported = verification_syntaxes
         elif cx.abstract_syntax in STORAGE_SOP_CLASSES:
             supported = storage_syntaxes
         else:
-            out.append((cx.id, pdu.ABSTRACT_SYNTAX_NOT_SUPPORTED, cx.transfer_syntaxes[:1][0]
-                        if cx.transfer_syntaxes else "1.2.840.10008.1.2"))
+            out.append((cx.id, pdu.ABSTRACT_SYNTAX_NOT_SUPPORTED, first))
             continue
         chosen = next((ts for ts in cx.transfer_syntaxes if ts in supported), None)
         if chosen is None:
-            out.append((cx.id, pdu.TRANSFER_SYNTAXES_NOT_SUPPORTED,
-                        cx.transfer_syntaxes[0] if cx.transfer_syntaxes else "1.2.840.10008.1.2"))
+            out.append((cx.id, pdu.TRANSFER_SYNTAXES_NOT_SUPPORTED, first))
         else:
             out.append((cx.id, pdu.ACCEPTANCE, chosen))
     return out
