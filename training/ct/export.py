@@ -40,6 +40,14 @@ def export_onnx(net: torch.nn.Module, path: Path, in_channels: int, patch: int,
             "size_bytes": path.stat().st_size}
 
 
+def write_lineage(out: Path, init: Path) -> None:
+    """Record in ``out/lineage.json`` the checkpoint a fine-tuning run started from and
+    that run's ``train_info.json`` (read back by :func:`training_record`)."""
+    prev = init.parent / "train_info.json"
+    (out / "lineage.json").write_text(json.dumps(
+        {"init": str(init), "previous_run": json.loads(prev.read_text()) if prev.is_file() else None}, indent=2))
+
+
 def training_record(ckpt: Path) -> dict:
     """What a model card says about the run behind a checkpoint folder: its ``train_info.json``
     (or, for an intermediate checkpoint, the last ``history.json`` entry) plus the

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from training.ct.export import write_lineage
+
 logger = logging.getLogger(__name__)
 
 
@@ -29,10 +31,12 @@ def dice_bce(logits: torch.Tensor, target: torch.Tensor, pos_weight: float = 3.0
     return dice.mean() + bce
 
 
-def train(net: torch.nn.Module, sample: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]],
-          out: Path, budget_s: float, batch: int = 4, lr: float = 2e-3, seed: int = 0,
-          max_iters: int = 100000, log_every: int = 25, pos_weight: float = 3.0) -> dict:
-    """Train until the budget or ``max_iters``; save ``out/model.pt`` every ``log_every`` steps."""
+def budget_loop(net: torch.nn.Module, out: Path, budget_s: float, step: Callable[[np.random.Generator], torch.Tensor],
+                info: dict, lr: float = 2e-3, seed: int = 0, max_iters: int = 100000, log_every: int = 25) -> dict:
+    """AdamW with cosine decay over the wall-clock budget until the budget or ``max_iters``;
+    ``step(rng)`` draws one batch and returns its loss.  Saves ``out/model.pt`` and
+    ``history.json`` every ``log_every`` steps and writes ``train_info.json`` (``info``
+    plus the run's counts) at the end."""
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -43,22 +47,14 @@ def train(net: torch.nn.Module, sample: Callable[[np.random.Generator], tuple[np
     run = 0.0
     net.train()
     while it < max_iters and time.time() - t0 < budget_s:
-        xs, ys = zip(*(sample(rng) for _ in range(batch)))
-        x = torch.from_numpy(np.stack(xs))
-        y = torch.from_numpy(np.stack(ys))
-        if x.ndim == 4:
-            x = x[:, None]
-        if y.ndim == 4:
-            y = y[:, None]
         frac = (time.time() - t0) / budget_s
         for g in opt.param_groups:  # cosine decay over the wall-clock budget
             g["lr"] = lr * 0.5 * (1 + np.cos(np.pi * min(frac, 1.0)))
-        loss = dice_bce(net(x), y, pos_weight)
+        loss = step(rng)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        lv_ = loss.item()
-        run = 0.95 * run + 0.05 * lv_ if it else lv_
+        run = 0.95 * run + 0.05 * loss.item() if it else loss.item()
         it += 1
         if it % log_every == 0:
             hist.append({"iter": it, "loss": round(run, 4), "elapsed_s": round(time.time() - t0, 1)})
@@ -66,11 +62,30 @@ def train(net: torch.nn.Module, sample: Callable[[np.random.Generator], tuple[np
             torch.save(net.state_dict(), out / "model.pt")
             (out / "history.json").write_text(json.dumps(hist))
     torch.save(net.state_dict(), out / "model.pt")
-    info = {"iterations": it, "batch": batch, "pos_weight": pos_weight, "wall_s": round(time.time() - t0, 1), "final_loss": round(run, 4),
+    info = {"iterations": it, **info, "wall_s": round(time.time() - t0, 1), "final_loss": round(run, 4),
             "budget_s": budget_s, "lr": lr, "seed": seed}
     (out / "train_info.json").write_text(json.dumps(info, indent=2))
     (out / "history.json").write_text(json.dumps(hist))
     return info
+
+
+def train(net: torch.nn.Module, sample: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]],
+          out: Path, budget_s: float, batch: int = 4, lr: float = 2e-3, seed: int = 0,
+          max_iters: int = 100000, log_every: int = 25, pos_weight: float = 3.0) -> dict:
+    """Segmentation training (Dice + BCE) of ``sample(rng)`` patches in :func:`budget_loop`."""
+
+    def step(rng: np.random.Generator) -> torch.Tensor:
+        xs, ys = zip(*(sample(rng) for _ in range(batch)))
+        x = torch.from_numpy(np.stack(xs))
+        y = torch.from_numpy(np.stack(ys))
+        if x.ndim == 4:
+            x = x[:, None]
+        if y.ndim == 4:
+            y = y[:, None]
+        return dice_bce(net(x), y, pos_weight)
+
+    return budget_loop(net, out, budget_s, step, {"batch": batch, "pos_weight": pos_weight}, lr=lr, seed=seed,
+                       max_iters=max_iters, log_every=log_every)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,10 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                      lr=a.lr, seed=a.seed, max_iters=a.max_iters, pos_weight=a.pos_weight)
         info.update(lesion_frac=a.lesion_frac, phase_dropout=a.phase_dropout)
         (Path(a.out) / "train_info.json").write_text(json.dumps(info, indent=2))
-    if a.init:  # record the run this one was fine-tuned from
-        prev = Path(a.init).parent / "train_info.json"
-        (Path(a.out) / "lineage.json").write_text(json.dumps(
-            {"init": str(a.init), "previous_run": json.loads(prev.read_text()) if prev.is_file() else None}, indent=2))
+    if a.init:
+        write_lineage(Path(a.out), Path(a.init))
     print(json.dumps(info))
     return 0
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from training.ct.export import write_lineage
+from training.ct.train import budget_loop
 
 logger = logging.getLogger(__name__)
 
@@ -24,17 +26,10 @@ def train_fpr(net: torch.nn.Module, sample, out: Path, budget_s: float, batch: i
               seed: int = 0, max_iters: int = 100000, log_every: int = 25, p_pos: float = 0.4,
               hard_factor: int = 2) -> dict:
     """``sample(rng, label)`` returns one (patch, label) with label 1 or 0 as asked."""
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    t0 = time.time()
-    hist: list[dict] = []
-    it = 0
-    run = 0.0
     n_pos = max(1, int(round(batch * p_pos)))
     n_neg = batch - n_pos
-    while it < max_iters and time.time() - t0 < budget_s:
+
+    def step(rng: np.random.Generator) -> torch.Tensor:
         pos = [sample(rng, 1) for _ in range(n_pos)]
         neg = [sample(rng, 0) for _ in range(n_neg * hard_factor)]
         if hard_factor > 1:  # keep the negatives the network currently scores highest
@@ -46,27 +41,10 @@ def train_fpr(net: torch.nn.Module, sample, out: Path, budget_s: float, batch: i
         xs, ys = zip(*(pos + neg))
         x = torch.from_numpy(np.stack(xs))[:, None]
         y = torch.from_numpy(np.stack(ys))
-        frac = (time.time() - t0) / budget_s
-        for g in opt.param_groups:
-            g["lr"] = lr * 0.5 * (1 + np.cos(np.pi * min(frac, 1.0)))
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        run = 0.95 * run + 0.05 * loss.item() if it else loss.item()
-        it += 1
-        if it % log_every == 0:
-            hist.append({"iter": it, "loss": round(run, 4), "elapsed_s": round(time.time() - t0, 1)})
-            logger.info("iter %d loss %.4f (%.0f s)", it, run, time.time() - t0)
-            torch.save(net.state_dict(), out / "model.pt")
-            (out / "history.json").write_text(json.dumps(hist))
-    torch.save(net.state_dict(), out / "model.pt")
-    info = {"iterations": it, "batch": batch, "p_pos": p_pos, "hard_negative_factor": hard_factor,
-            "wall_s": round(time.time() - t0, 1), "final_loss": round(run, 4), "budget_s": budget_s, "lr": lr,
-            "seed": seed}
-    (out / "train_info.json").write_text(json.dumps(info, indent=2))
-    (out / "history.json").write_text(json.dumps(hist))
-    return info
+        return torch.nn.functional.binary_cross_entropy_with_logits(net(x), y)
+
+    return budget_loop(net, out, budget_s, step, {"batch": batch, "p_pos": p_pos, "hard_negative_factor": hard_factor},
+                       lr=lr, seed=seed, max_iters=max_iters, log_every=log_every)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,9 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     info["negative_candidates"] = {s.name: int(len(s.negatives)) for s in sources}
     (Path(a.out) / "train_info.json").write_text(json.dumps(info, indent=2))
     if a.init:
-        prev = Path(a.init).parent / "train_info.json"
-        (Path(a.out) / "lineage.json").write_text(json.dumps(
-            {"init": str(a.init), "previous_run": json.loads(prev.read_text()) if prev.is_file() else None}, indent=2))
+        write_lineage(Path(a.out), Path(a.init))
     print(json.dumps(info))
     return 0
 
