@@ -136,6 +136,18 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def timed_send(proc: subprocess.Popen, files: list[Path], port: int, ae: str, associations: int) -> tuple[float, float]:
+    """Once ``proc`` has printed its "listening" line and gone idle: the wall time of
+    sending ``files`` and the CPU seconds ``proc`` and its children spent meanwhile."""
+    line = proc.stdout.readline() if proc.stdout else ""  # printed once every acceptor listens
+    if '"listening"' not in line:
+        raise RuntimeError(f"{ae} receiver did not start: {line!r}")
+    wait_idle(proc.pid)
+    cpu0 = tree_cpu_s(proc.pid)
+    wall = send(files, port, ae, associations)
+    return wall, tree_cpu_s(proc.pid) - cpu0
+
+
 def run_medws(files: list[Path], work: Path, associations: int, workers: int, fsync: bool = True) -> dict:
     root = work / "medws"
     port = free_port()
@@ -145,13 +157,7 @@ def run_medws(files: list[Path], work: Path, associations: int, workers: int, fs
                              "--no-require-registered"], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, env=env, text=True)
     try:
-        line = proc.stdout.readline() if proc.stdout else ""  # printed once every acceptor listens
-        if '"listening"' not in line:
-            raise RuntimeError(f"medws serve did not start: {line!r}")
-        wait_idle(proc.pid)
-        cpu0 = tree_cpu_s(proc.pid)
-        wall = send(files, port, "MEDWS", associations)
-        cpu_s = tree_cpu_s(proc.pid) - cpu0
+        wall, cpu_s = timed_send(proc, files, port, "MEDWS", associations)
     finally:
         stop(proc)
     out = subprocess.run([sys.executable, "-m", "medws", "node", "status", "--root", str(root), "--json"],
@@ -189,13 +195,7 @@ def run_noop(files: list[Path], work: Path, associations: int) -> dict:
     proc = subprocess.Popen([sys.executable, __file__, "--noop-scp", str(port)], cwd=REPO, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        line = proc.stdout.readline() if proc.stdout else ""
-        if '"listening"' not in line:
-            raise RuntimeError(f"no-op SCP did not start: {line!r}")
-        wait_idle(proc.pid)
-        cpu0 = tree_cpu_s(proc.pid)
-        wall = send(files, port, "NOOP", associations)
-        cpu_s = tree_cpu_s(proc.pid) - cpu0
+        wall, cpu_s = timed_send(proc, files, port, "NOOP", associations)
     finally:
         if proc.stdin:
             proc.stdin.close()
