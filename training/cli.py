@@ -31,8 +31,8 @@ def register(commands) -> None:
 
     ev = commands.group("eval", "evaluate a model and write the metrics into its card")
     e = ev.add_parser("cxr", help="evaluate a chest X-ray model on held-out real and synthetic data; writes card.json",
-                      description="evaluate cxr-lung or cxr-lesions (ONNX Runtime) and write the metrics into its model card")
-    e.add_argument("--model", required=True, choices=["cxr-lung", "cxr-lesions"])
+                      description="evaluate cxr-lung, cxr-lesions or cxr-nodule (ONNX Runtime) and write the metrics into its model card")
+    e.add_argument("--model", required=True, choices=["cxr-lung", "cxr-lesions", "cxr-nodule"])
     e.add_argument("--data", required=True, help="chest X-ray data root (nih/, normal-openist/)")
     e.add_argument("--zoo", default=None, help="registry folder (default: the installed models/zoo)")
     e.add_argument("--version", default=None)
@@ -49,6 +49,16 @@ def _eval_cxr(args) -> int:
 
     reg = Registry([args.zoo]) if args.zoo else Registry()
     target = reg.get(args.model, args.version)
+    if args.model == "cxr-nodule":
+        from training.cxr import evaluate_nodule as ev_nodule
+
+        res = ev_nodule.evaluate_nodule(reg.session("cxr-lung", threads=args.threads),
+                                        reg.session("cxr-nodule", args.version, threads=args.threads), args.data,
+                                        lesion_model=reg.session("cxr-lesions", threads=args.threads), cache=args.cache)
+        card = ev_nodule.write_card(res, target.card_path)
+        print(json.dumps({"model": card.name, "version": card.version, "card": str(target.card_path),
+                          "metrics": card.metrics}, indent=1))
+        return 0
     lung = reg.session("cxr-lung", args.version if args.model == "cxr-lung" else None, threads=args.threads)
     lesion = reg.session("cxr-lesions", args.version if args.model == "cxr-lesions" else None, threads=args.threads)
     seg_thr = float(reg.get("cxr-lesions").card.extra.get("seg_threshold", 0.5))

@@ -1,8 +1,11 @@
 """Chest X-ray findings pipeline: ``pre_process -> predict -> post_process``.
 
 Only :meth:`CxrPipeline.predict` touches ONNX Runtime (through :class:`models.session.OrtModel`).
-Two registry models are used: ``cxr-lung`` (lung fields) and ``cxr-lesions`` (five classes,
-abnormality, per-class maps and an ``embedding`` for similar-case retrieval).
+Registry models: ``cxr-lung`` (lung fields) and ``cxr-lesions`` (five classes, abnormality,
+per-class maps and an ``embedding`` for similar-case retrieval), both on the 256 grid, and,
+when installed, ``cxr-nodule``: the nodule/mass map on the 512 grid
+(:mod:`models.cxr.nodule`), whose score and map replace the coarse model's nodule/mass
+output.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from models.cxr.nodule import coarse_map, lung_support, nodule_score
 from models.cxr.postprocess import MIN_LUNG_FRACTION, CxrFindings, lung_fraction, post_process
 from models.cxr.preprocess import CLASSES, Prepared, prepare
 from models.errors import UnsupportedInputError
@@ -24,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 LUNG_MODEL = "cxr-lung"
 LESION_MODEL = "cxr-lesions"
+NODULE_MODEL = "cxr-nodule"
 
 
 @dataclass
@@ -35,6 +40,7 @@ class Raw:
     abnormality: float
     seg: np.ndarray  # (5, h, w)
     embedding: np.ndarray  # (D,)
+    nodule: np.ndarray | None = None  # (g, g) fine-grid nodule/mass map (cxr-nodule), when installed
 
 
 class CxrPipeline:
@@ -52,11 +58,15 @@ class CxrPipeline:
     concurrent : bool, optional
         Force (True) or forbid (False) running the two networks at the same time
         (default: when ``threads`` >= 2).
+    nodule_version : str, optional
+        ``cxr-nodule`` version; ``"none"`` (or a registry without it) reads nodules/masses from
+        the coarse ``cxr-lesions`` output instead.  With it, the fine network runs on one side
+        and the lung + lesion networks in turn on the other.
     """
 
     def __init__(self, registry: Any = None, threads: int | None = None,
                  lung_version: str | None = None, lesion_version: str | None = None,
-                 concurrent: bool | None = None) -> None:
+                 concurrent: bool | None = None, nodule_version: str | None = None) -> None:
         from models.registry import Registry
 
         from models.session import resolve_threads
@@ -70,11 +80,20 @@ class CxrPipeline:
         self.threads = total
         self.lung = reg.session(LUNG_MODEL, self.lung_entry.card.version, threads=per_model)
         self.lesion = reg.session(LESION_MODEL, self.lesion_entry.card.version, threads=per_model)
+        self.nodule_entry = None
+        self.nodule = None
+        if nodule_version != "none" and (nodule_version or reg.versions(NODULE_MODEL)):
+            self.nodule_entry = reg.get(NODULE_MODEL, nodule_version)
+            self.nodule = reg.session(NODULE_MODEL, self.nodule_entry.card.version, threads=per_model)
         self._pool: ThreadPoolExecutor | None = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="cxr-lung") if both else None)
         card = self.lesion_entry.card
         self.size = int(card.input["size"])
         self.thresholds = {c: float(card.thresholds.get(c, 0.5)) for c in CLASSES}
+        if self.nodule_entry is not None:
+            ncard = self.nodule_entry.card
+            self.fine_size = int(ncard.input["size"])
+            self.thresholds["nodule_mass"] = float(ncard.thresholds.get("nodule_mass", 0.5))
         self.seg_threshold = float(card.extra.get("seg_threshold", 0.5))
 
     @property
@@ -84,28 +103,55 @@ class CxrPipeline:
 
     @property
     def model_info(self) -> dict[str, str]:
-        """Name and version of the findings model (every output names it)."""
-        return {"name": self.lesion_entry.card.name, "version": self.lesion_entry.card.version}
+        """Name and version of the findings model (every output names it); ``nodule_model`` when used."""
+        info = {"name": self.lesion_entry.card.name, "version": self.lesion_entry.card.version}
+        if self.nodule_entry is not None:
+            info["nodule_model"] = f"{self.nodule_entry.card.name} {self.nodule_entry.card.version}"
+        return info
 
     def pre_process(self, radiograph: Radiograph) -> Prepared:
-        """Letterbox + normalise (the same function training used)."""
-        return prepare(radiograph.pixels, self.size)
+        """Letterbox + normalise (the same function training used), plus the fine grid when used."""
+        if self.nodule is None:
+            return prepare(radiograph.pixels, self.size)
+        return prepare(radiograph.pixels, self.size, fine_size=self.fine_size)
+
+    def _coarse(self, x: np.ndarray) -> tuple[np.ndarray, dict]:
+        return self.lung.run({"image": x})["lung"][0, 0], self.lesion.run({"image": x})
 
     def predict(self, prepared: Prepared) -> Raw:
-        """Run both ONNX models on one prepared image."""
+        """Run the ONNX models on one prepared image."""
         x = np.ascontiguousarray(prepared.tensor, dtype=np.float32)
-        if self._pool is not None:  # both graphs at once (ONNX Runtime releases the GIL while running)
+        nodule = None
+        if self.nodule is not None:
+            fine = np.ascontiguousarray(prepared.fine, dtype=np.float32)
+            if self._pool is not None:  # fine network here, the two coarse ones in turn beside it
+                job = self._pool.submit(self._coarse, x)
+                nodule = self.nodule.run({"image": fine})["nodule"][0, 0]
+                lung, out = job.result()
+            else:
+                lung, out = self._coarse(x)
+                nodule = self.nodule.run({"image": fine})["nodule"][0, 0]
+        elif self._pool is not None:  # both graphs at once (ONNX Runtime releases the GIL while running)
             lung_job = self._pool.submit(self.lung.run, {"image": x})
             out = self.lesion.run({"image": x})
             lung = lung_job.result()["lung"][0, 0]
         else:
-            lung = self.lung.run({"image": x})["lung"][0, 0]
-            out = self.lesion.run({"image": x})
-        return Raw(lung, out["scores"][0], float(out["abnormality"][0, 0]), out["seg"][0], out["embedding"][0])
+            lung, out = self._coarse(x)
+        return Raw(lung, out["scores"][0], float(out["abnormality"][0, 0]), out["seg"][0], out["embedding"][0], nodule)
 
     def post_process(self, prepared: Prepared, raw: Raw) -> CxrFindings:
-        """Findings in source pixels, with laterality/zone and the plausibility check."""
-        return post_process(raw.scores, raw.abnormality, raw.seg, raw.lung, prepared.geometry,
+        """Findings in source pixels, with laterality/zone and the plausibility check.
+
+        With ``cxr-nodule`` the nodule/mass score is :func:`models.cxr.nodule.nodule_score`
+        of the fine map and its map (max-pooled to the coarse grid) gives the outlines.
+        """
+        scores, seg = raw.scores, raw.seg
+        if raw.nodule is not None:
+            scores = scores.copy()
+            seg = seg.copy()
+            scores[0] = nodule_score(raw.nodule, lung_support(raw.lung, raw.nodule.shape[0]))
+            seg[0] = coarse_map(raw.nodule, seg.shape[-1])
+        return post_process(scores, raw.abnormality, seg, raw.lung, prepared.geometry,
                             self.thresholds, self.seg_threshold)
 
     def analyse(self, radiograph: Radiograph) -> tuple[CxrFindings | None, str | None, Raw | None]:

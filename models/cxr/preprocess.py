@@ -41,6 +41,7 @@ class Prepared:
     geometry: Letterbox
     content: tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive) of the image inside the padding
     source_shape: tuple[int, int]
+    fine: np.ndarray | None = None  # (1,1,F,F) the same image on the fine grid (cxr-nodule), when asked for
 
 
 def content_box(geometry: Letterbox, source_shape: tuple[int, int], size: int) -> tuple[int, int, int, int]:
@@ -78,14 +79,24 @@ def normalize_intensity(grid: np.ndarray, box: tuple[int, int, int, int]) -> np.
     return out
 
 
-def prepare(pixels: np.ndarray, size: int = INPUT_SIZE) -> Prepared:
-    """Letterbox and normalise one radiograph (H, W) of presentation values for the networks."""
+def _grid(pixels: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox, tuple[int, int, int, int]]:
+    grid, geometry = letterbox(pixels, size, reducing_gap=REDUCING_GAP)
+    box = content_box(geometry, pixels.shape, size)
+    return normalize_intensity(np.asarray(grid, dtype=np.float32), box), geometry, box
+
+
+def prepare(pixels: np.ndarray, size: int = INPUT_SIZE, fine_size: int | None = None) -> Prepared:
+    """Letterbox and normalise one radiograph (H, W) of presentation values for the networks.
+
+    With ``fine_size`` the same image is also prepared on that grid (``Prepared.fine``),
+    normalised by the percentiles of its own content.
+    """
     if pixels.ndim != 2:
         raise ValueError(f"expected a 2-D greyscale radiograph, got shape {pixels.shape}")
-    grid, geometry = letterbox(np.asarray(pixels, dtype=np.float32), size, reducing_gap=REDUCING_GAP)
-    box = content_box(geometry, pixels.shape, size)
-    norm = normalize_intensity(np.asarray(grid, dtype=np.float32), box)
-    return Prepared(norm[None, None], geometry, box, (int(pixels.shape[0]), int(pixels.shape[1])))
+    pixels = np.asarray(pixels, dtype=np.float32)
+    norm, geometry, box = _grid(pixels, size)
+    fine = _grid(pixels, fine_size)[0][None, None] if fine_size else None
+    return Prepared(norm[None, None], geometry, box, (int(pixels.shape[0]), int(pixels.shape[1])), fine)
 
 
 def prepare_mask(mask: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:

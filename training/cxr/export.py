@@ -128,3 +128,39 @@ def export_lesion(ckpt: str | Path, zoo: str | Path, version: str, parity_images
     )
     return export_model(net, LESION_OUTPUTS, card, zoo, parity_images, ckpt,
                         prob_outputs=("scores", "abnormality", "seg"))
+
+
+TRAINING_DATA_NODULE = (
+    "Fine-tuned from cxr-lesions 0.5.0 on 256-px crops of radiographs letterboxed to {grid} px: synthetic "
+    "nodules/masses (5-30 mm, half 5-15 mm; training.synthesis.cxr_lesions) inserted into {normals} real normal "
+    "radiographs (OpenIST training split with manual lung masks, NIH training normals with predicted lung masks); "
+    "negatives: the other four synthetic lesion kinds, {real} real NIH training-split radiographs without a "
+    "nodule/mass label, real normals; NIH nodule/mass radiographs with a radiologist box (image-level loss only)."
+)
+
+
+def export_nodule(ckpt: str | Path, zoo: str | Path, version: str, data: str | Path, train_info: dict | None = None,
+                  n_parity: int = 4) -> Path:
+    """Export the fine-grid nodule network (output ``nodule``: (N,1,S/4,S/4) probability)."""
+    from models.cxr.nodule import NODULE_INPUT_SIZE, SUPPORT_MARGIN
+    from training.cxr.data import grid_from_pairs
+    from training.cxr.nets import NoduleMap
+
+    info = train_info or {}
+    net = CxrLesionNet()
+    net.load_state_dict(torch.load(ckpt, map_location="cpu"))
+    size = NODULE_INPUT_SIZE
+    samples = sorted((Path(data) / "nih" / "images").glob("*.png"))[:n_parity]
+    imgs = grid_from_pairs([(str(p), None) for p in samples], size).images[:, None]
+    card = ModelCard(
+        name="cxr-nodule", version=version, task="cxr-nodule-map",
+        input={"name": "image", "size": size, "channels": 1, "normalisation": NORMALISATION.format(size=size)},
+        outputs={"nodule": "(N,1,S/4,S/4) nodule/mass probability map (stride 4) on the letterboxed grid"},
+        classes=["nodule_mass"], thresholds={"nodule_mass": 0.5},
+        training_data=TRAINING_DATA_NODULE.format(grid=size, normals=info.get("normals_n", "?"),
+                                                  real=info.get("real_n", "?")),
+        extra={"architecture": "CxrLesionNet encoder/FPN decoder (training.cxr.nets.NoduleMap: first seg channel)",
+               "image_score": f"models.cxr.nodule.nodule_score: map maximum inside the lung fields dilated by "
+                              f"{SUPPORT_MARGIN} cells", "training_runs": [info] if info else []},
+    )
+    return export_model(NoduleMap(net), ("nodule",), card, zoo, imgs, ckpt)

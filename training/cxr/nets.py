@@ -76,8 +76,8 @@ class CxrLesionNet(nn.Module):
         self.cls_head = nn.Linear(emb_dim + N_CLASSES, N_CLASSES)
         self.abn_head = nn.Linear(emb_dim + N_CLASSES, 1)
 
-    def forward_logits(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Return logits: ``seg`` (N,5,S/4,S/4), ``scores`` (N,5), ``abnormality`` (N,1), ``embedding``."""
+    def _seg_and_deep(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Segmentation logits (N,5,S/4,S/4) and the deepest (stride 32) features."""
         x = self.stem(image)
         feats = []
         for block in self.enc:
@@ -86,8 +86,15 @@ class CxrLesionNet(nn.Module):
         y = self.lateral[3](feats[3])
         for i in (2, 1, 0):
             y = F.interpolate(y, scale_factor=2.0, mode="nearest") + self.lateral[i](feats[i])
-        seg = self.seg_head(self.smooth(y))
-        deep = feats[3]
+        return self.seg_head(self.smooth(y)), feats[3]
+
+    def forward_seg(self, image: torch.Tensor) -> torch.Tensor:
+        """Only the segmentation logits (N,5,S/4,S/4): fully convolutional, any input size divisible by 32."""
+        return self._seg_and_deep(image)[0]
+
+    def forward_logits(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Return logits: ``seg`` (N,5,S/4,S/4), ``scores`` (N,5), ``abnormality`` (N,1), ``embedding``."""
+        seg, deep = self._seg_and_deep(image)
         pooled = torch.cat([deep.mean(dim=(2, 3)), deep.amax(dim=(2, 3))], dim=1)
         emb = self.embed(pooled)
         seg_max = seg.amax(dim=(2, 3))
@@ -107,3 +114,19 @@ class CxrLesionNet(nn.Module):
 
 
 LESION_OUTPUTS = ("scores", "abnormality", "seg", "embedding")
+
+
+class NoduleMap(nn.Module):
+    """The nodule/mass probability map of a :class:`CxrLesionNet` read on the fine grid.
+
+    ``cxr-nodule`` is a :class:`CxrLesionNet` fine-tuned on the 512-pixel grid
+    (:mod:`training.cxr.train_nodule`); only its first segmentation channel is used and
+    exported: input (N,1,512,512), output ``nodule`` (N,1,128,128) probabilities (stride 4).
+    """
+
+    def __init__(self, net: CxrLesionNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return torch.sigmoid(self.net.forward_seg(image)[:, :1])
