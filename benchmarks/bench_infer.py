@@ -1,14 +1,15 @@
 """Chest X-ray inference latency: ONNX Runtime pipeline vs the same networks in torch eager.
 
 One radiograph = decode (a 2048 x 2048 CR DICOM, 12-bit MONOCHROME1 with a VOI window)
--> pre-processing (``models.cxr.pipeline.CxrPipeline.pre_process``) -> both networks
-(lung fields + lesions) -> post-processing (findings in source pixels, JSON record).
+-> pre-processing (``models.cxr.pipeline.CxrPipeline.pre_process``) -> the networks
+(lung fields + lesions on the 256 grid, and the fine-grid nodule/mass map when
+``cxr-nodule`` is installed) -> post-processing (findings in source pixels, JSON record).
 The ONNX Runtime path is the production ``CxrPipeline``; the torch path runs the same
 networks (``training.cxr.nets``, same weights) in eager mode between the *same*
 pre/post-processing calls.  Both use the same number of CPU threads; the two paths are
 interleaved per iteration so machine load affects both alike.
 
-Models: the registry's ``cxr-lung`` and ``cxr-lesions`` with the ``weights.pt`` stored
+Models: the registry's ``cxr-lung``, ``cxr-lesions`` (and ``cxr-nodule``) with the ``weights.pt`` stored
 next to each ``model.onnx`` (trained).  Without them (or with ``--random-init``) the
 networks are exported here with random weights into a temporary registry: the latency
 is the same, the findings are not meaningful (the results file says which).
@@ -90,14 +91,14 @@ def make_cr_dicom(path: Path, size: int, shared: Path, syntax: str = "explicit")
 
 # ---- models ------------------------------------------------------------------------
 def load_models(zoo: Path | None, random_init: bool, tmp: Path, size: int = 256):
-    """Return (registry, lung torch module, lesion torch module, provenance dict)."""
+    """Return (registry, lung torch module, lesion torch module, nodule torch module or None, provenance dict)."""
     import torch
 
     from models.card import ModelCard, sha256_file
-    from models.cxr.pipeline import LESION_MODEL, LUNG_MODEL
+    from models.cxr.pipeline import LESION_MODEL, LUNG_MODEL, NODULE_MODEL
     from models.errors import ModelError
     from models.registry import Registry
-    from training.cxr.nets import CxrLesionNet, LungProbabilities, lung_unet
+    from training.cxr.nets import CxrLesionNet, LungProbabilities, NoduleMap, lung_unet
 
     lung_net, lesion = lung_unet(), CxrLesionNet()
     if not random_init:
@@ -108,9 +109,15 @@ def load_models(zoo: Path | None, random_init: bool, tmp: Path, size: int = 256)
             if all(p.is_file() for p in weights.values()):
                 lung_net.load_state_dict(torch.load(weights[LUNG_MODEL], map_location="cpu"))
                 lesion.load_state_dict(torch.load(weights[LESION_MODEL], map_location="cpu"))
+                nodule = None
+                if reg.versions(NODULE_MODEL):
+                    entries[NODULE_MODEL] = reg.get(NODULE_MODEL)
+                    fine = CxrLesionNet()
+                    fine.load_state_dict(torch.load(entries[NODULE_MODEL].directory / "weights.pt", map_location="cpu"))
+                    nodule = NoduleMap(fine).eval()
                 prov = {n: {"version": e.card.version, "weights": "trained", "onnx": str(e.onnx_path)}
                         for n, e in entries.items()}
-                return reg, LungProbabilities(lung_net).eval(), lesion.eval(), prov
+                return reg, LungProbabilities(lung_net).eval(), lesion.eval(), nodule, prov
         except ModelError:
             pass
     # random-init fallback: export the same architectures into a temporary registry
@@ -134,7 +141,7 @@ def load_models(zoo: Path | None, random_init: bool, tmp: Path, size: int = 256)
                   thresholds={}, training_data="random initialisation (latency benchmark only)",
                   sha256=sha256_file(onnx_path), extra={"seg_threshold": 0.5}).save(folder / "card.json")
         prov[name] = {"version": "0.0.0-bench", "weights": "random-init (trained model not found)", "onnx": str(onnx_path)}
-    return Registry([tmp / "zoo"]), lung_mod, lesion, prov
+    return Registry([tmp / "zoo"]), lung_mod, lesion, None, prov
 
 
 # ---- one radiograph ----------------------------------------------------------------
@@ -166,7 +173,7 @@ def run_once(pipe, predict, path: Path) -> tuple[dict[str, float], dict]:
     return {k: 1000.0 * v for k, v in ms.items()}, record
 
 
-def torch_predictor(lung_mod, lesion):
+def torch_predictor(lung_mod, lesion, nodule=None):
     import torch
 
     from models.cxr.pipeline import Raw
@@ -176,7 +183,10 @@ def torch_predictor(lung_mod, lesion):
             x = torch.from_numpy(np.ascontiguousarray(prepared.tensor, dtype=np.float32))
             lung = lung_mod(x)[0, 0].numpy()
             scores, abn, seg, emb = lesion(x)
-            return Raw(lung, scores[0].numpy(), float(abn[0, 0]), seg[0].numpy(), emb[0].numpy())
+            fine = None
+            if nodule is not None:
+                fine = nodule(torch.from_numpy(np.ascontiguousarray(prepared.fine, dtype=np.float32)))[0, 0].numpy()
+            return Raw(lung, scores[0].numpy(), float(abn[0, 0]), seg[0].numpy(), emb[0].numpy(), fine)
     return predict
 
 
@@ -217,9 +227,9 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_s)
         dcm = tmp / "cr.dcm"
         image_info = make_cr_dicom(dcm, args.size, args.shared_data, args.syntax)
-        registry, lung_mod, lesion, provenance = load_models(args.zoo, args.random_init, tmp)
-        pipe = CxrPipeline(registry=registry, threads=args.threads)
-        paths = {"onnxruntime": pipe.predict, "torch_eager": torch_predictor(lung_mod, lesion)}
+        registry, lung_mod, lesion, nodule, provenance = load_models(args.zoo, args.random_init, tmp)
+        pipe = CxrPipeline(registry=registry, threads=args.threads, nodule_version=None if nodule else "none")
+        paths = {"onnxruntime": pipe.predict, "torch_eager": torch_predictor(lung_mod, lesion, nodule)}
         records = {}
         for name, predict in paths.items():
             for _ in range(args.warmup):
@@ -235,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         load_after = os.getloadavg()
         other_share = _other_share(busy0, own0, wall0)
         providers = pipe.lesion.providers
-        ort_layout = {"networks_concurrent": pipe.concurrent, "intra_op_threads_per_network": pipe.lesion.threads}
+        ort_layout = {"networks_concurrent": pipe.concurrent, "intra_op_threads_per_network": pipe.lesion.threads,
+                      "fine_nodule_network": pipe.nodule is not None}
 
     stats = {k: summarise(v) for k, v in samples.items()}
     med_ort, med_torch = stats["onnxruntime"]["total"]["median_ms"], stats["torch_eager"]["total"]["median_ms"]
@@ -270,9 +281,7 @@ def markdown(r: dict) -> str:
              f"{r['image']['rows']}x{r['image']['columns']} CR DICOM ({r['image']['transfer_syntax']}, "
              f"{r['image']['photometric']}, {r['image']['content']}); {r['threads']} CPU threads; "
              f"n={r['n']} after {r['warmup']} warm-up runs; ORT providers {r['ort_providers']}"
-             + (f"; ORT path: the two networks run at the same time, {r['ort_layout']['intra_op_threads_per_network']} "
-                f"intra-op thread(s) each; torch path: one after the other, {r['threads']} threads"
-                if r.get("ort_layout", {}).get("networks_concurrent") else "") + ".", "",
+             + (_layout_text(r) if r.get("ort_layout", {}).get("networks_concurrent") else "") + ".", "",
              "Models: " + "; ".join(f"{k} {v['version']} ({v['weights']})" for k, v in r["models"].items()), "",
              "| path | decode | pre | networks | post | total median | total p95 | total min | CPU time median |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -293,6 +302,15 @@ def markdown(r: dict) -> str:
               "(all threads, including ONNX Runtime/OpenMP spin-waiting), which other processes' load does "
               "not inflate. Written by benchmarks/bench_infer.py."]
     return "\n".join(lines)
+
+
+def _layout_text(r: dict) -> str:
+    per = r["ort_layout"]["intra_op_threads_per_network"]
+    if r["ort_layout"].get("fine_nodule_network"):
+        return (f"; ORT path: the 512-grid nodule network runs beside the lung and lesion networks (those two in "
+                f"turn), {per} intra-op thread(s) each side; torch path: the three one after the other, {r['threads']} threads")
+    return (f"; ORT path: the two networks run at the same time, {per} intra-op thread(s) each; "
+            f"torch path: one after the other, {r['threads']} threads")
 
 
 def _system_busy_s() -> float:

@@ -81,7 +81,7 @@ class CxrTask:
         from models.errors import UnsupportedInputError
         from models.imaging import load_radiograph
 
-        out = TaskOutput(models=dict([tuple(self.pipeline.model_info.values())]))
+        out = TaskOutput(models=self.pipeline.models)
         t_read = t_model = 0.0
         for path in files:
             t0 = time.perf_counter()

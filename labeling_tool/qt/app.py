@@ -488,7 +488,6 @@ def cxr_predictor(registry=None):
     """(predictor, "name@version") from the registry's active chest X-ray models, or (None, "")."""
     try:
         from models.cxr.pipeline import CxrPipeline
-        from models.cxr.preprocess import prepare
 
         pipe = CxrPipeline(registry, threads=2)
     except Exception as e:  # noqa: BLE001 - the app works without a model
@@ -496,7 +495,7 @@ def cxr_predictor(registry=None):
         return None, ""
 
     def predict(pixels: np.ndarray) -> list[dict]:
-        prepared = prepare(pixels, pipe.size)
+        prepared = pipe.prepare(pixels)
         raw = pipe.predict(prepared)
         return [f.to_dict() for f in pipe.post_process(prepared, raw).findings]
 

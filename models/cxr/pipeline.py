@@ -104,16 +104,23 @@ class CxrPipeline:
     @property
     def model_info(self) -> dict[str, str]:
         """Name and version of the findings model (every output names it); ``nodule_model`` when used."""
-        info = {"name": self.lesion_entry.card.name, "version": self.lesion_entry.card.version}
-        if self.nodule_entry is not None:
-            info["nodule_model"] = f"{self.nodule_entry.card.name} {self.nodule_entry.card.version}"
-        return info
+        return {"name": self.lesion_entry.card.name, "version": self.lesion_entry.card.version}
+
+    @property
+    def models(self) -> dict[str, str]:
+        """Every registry model a result depends on: name -> version."""
+        used = [self.lung_entry, self.lesion_entry] + ([self.nodule_entry] if self.nodule_entry else [])
+        return {e.card.name: e.card.version for e in used}
+
+    def prepare(self, pixels: np.ndarray) -> Prepared:
+        """Letterbox + normalise presentation values (the function training used), plus the fine grid when used."""
+        if self.nodule is None:
+            return prepare(pixels, self.size)
+        return prepare(pixels, self.size, fine_size=self.fine_size)
 
     def pre_process(self, radiograph: Radiograph) -> Prepared:
-        """Letterbox + normalise (the same function training used), plus the fine grid when used."""
-        if self.nodule is None:
-            return prepare(radiograph.pixels, self.size)
-        return prepare(radiograph.pixels, self.size, fine_size=self.fine_size)
+        """:meth:`prepare` of the radiograph's pixels."""
+        return self.prepare(radiograph.pixels)
 
     def _coarse(self, x: np.ndarray) -> tuple[np.ndarray, dict]:
         return self.lung.run({"image": x})["lung"][0, 0], self.lesion.run({"image": x})
@@ -123,6 +130,8 @@ class CxrPipeline:
         x = np.ascontiguousarray(prepared.tensor, dtype=np.float32)
         nodule = None
         if self.nodule is not None:
+            if prepared.fine is None:
+                raise ValueError("cxr-nodule needs the fine grid: prepare with CxrPipeline.prepare")
             fine = np.ascontiguousarray(prepared.fine, dtype=np.float32)
             if self._pool is not None:  # fine network here, the two coarse ones in turn beside it
                 job = self._pool.submit(self._coarse, x)
