@@ -114,7 +114,16 @@ def _resample(arr: np.ndarray, out_w: int, out_h: int, box: tuple[float, float, 
     return np.asarray(img.resize((out_w, out_h), Image.Resampling.BILINEAR, box=box), dtype=np.float32)
 
 
-def letterbox(image: np.ndarray, size: int, reducing_gap: float | None = None) -> tuple[np.ndarray, Letterbox]:
+def reduction_factors(shape: tuple[int, int], size: int, reducing_gap: float) -> tuple[int, int]:
+    """The integer box-reduction factors (ky, kx) :func:`letterbox` uses for ``shape`` -> ``size``."""
+    lb = Letterbox.for_shape(shape[0], shape[1], size)
+    new_w, new_h = _content_wh(lb)
+    box = _source_box(lb, new_w, new_h)
+    return int((box[3] - box[1]) / new_h / reducing_gap) or 1, int((box[2] - box[0]) / new_w / reducing_gap) or 1
+
+
+def letterbox(image: np.ndarray, size: int, reducing_gap: float | None = None,
+              reduced: tuple[np.ndarray, int, int] | None = None) -> tuple[np.ndarray, Letterbox]:
     """Aspect-preserving resize of a 2-D image into ``size x size`` with symmetric zero padding.
 
     Parameters
@@ -127,6 +136,10 @@ def letterbox(image: np.ndarray, size: int, reducing_gap: float | None = None) -
         Two-step shrink as ``PIL.Image.resize(reducing_gap=...)``: box reduction by the
         integer factor that leaves a shrink >= ``reducing_gap`` (:func:`box_reduce`), then the
         antialiased bilinear filter; None is the exact one-step filter.
+    reduced : (array, ry, rx), optional
+        ``box_reduce(image, ry, rx)`` already computed (e.g. for a second, finer grid of the
+        same image).  Used when the image shape is a multiple of this grid's factors and
+        those are multiples of (ry, rx): block means of block means are then the block means.
 
     Returns
     -------
@@ -145,7 +158,13 @@ def letterbox(image: np.ndarray, size: int, reducing_gap: float | None = None) -
         ky = int((box[3] - box[1]) / new_h / reducing_gap) or 1
         kx = int((box[2] - box[0]) / new_w / reducing_gap) or 1
         if kx > 1 or ky > 1:
-            image = box_reduce(np.asarray(image, dtype=np.float32), ky, kx)
+            h, w = image.shape
+            if (reduced is not None and ky % reduced[1] == 0 and kx % reduced[2] == 0
+                    and h % ky == 0 and w % kx == 0):
+                ry, rx = ky // reduced[1], kx // reduced[2]
+                image = box_reduce(reduced[0], ry, rx) if ry > 1 or rx > 1 else reduced[0]
+            else:
+                image = box_reduce(np.asarray(image, dtype=np.float32), ky, kx)
             box = (box[0] / kx, box[1] / ky, box[2] / kx, box[3] / ky)
     content = _resample(image, new_w, new_h, box, nearest=False)
     out = np.zeros((size, size), dtype=np.float32)
@@ -177,11 +196,14 @@ def box_reduce(image: np.ndarray, ky: int, kx: int) -> np.ndarray:
         full += rows[:, j:wf:kx]
     if wf < w:
         np.sum(rows[:, wf:], axis=1, out=out[:, -1])
-    count_r = np.full(nh, ky, np.float32)
-    count_r[h // ky:] = h - hf
-    count_c = np.full(nw, kx, np.float32)
-    count_c[w // kx:] = w - wf
-    out /= count_r[:, None] * count_c[None, :]
+    # full blocks: one scalar multiply; a partial last row/column of blocks: its own counts
+    out[:h // ky, :w // kx] *= np.float32(1.0 / (ky * kx))
+    if hf < h:
+        out[-1, :w // kx] *= np.float32(1.0 / ((h - hf) * kx))
+    if wf < w:
+        out[:h // ky, -1] *= np.float32(1.0 / (ky * (w - wf)))
+    if hf < h and wf < w:
+        out[-1, -1] *= np.float32(1.0 / ((h - hf) * (w - wf)))
     return out
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.geometry import Letterbox, letterbox, letterbox_mask
+from models.geometry import Letterbox, box_reduce, letterbox, letterbox_mask, reduction_factors
 
 CLASSES: tuple[str, ...] = (
     "nodule_mass",
@@ -79,8 +79,9 @@ def normalize_intensity(grid: np.ndarray, box: tuple[int, int, int, int]) -> np.
     return out
 
 
-def _grid(pixels: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox, tuple[int, int, int, int]]:
-    grid, geometry = letterbox(pixels, size, reducing_gap=REDUCING_GAP)
+def _grid(pixels: np.ndarray, size: int, reduced: tuple[np.ndarray, int, int] | None = None
+          ) -> tuple[np.ndarray, Letterbox, tuple[int, int, int, int]]:
+    grid, geometry = letterbox(pixels, size, reducing_gap=REDUCING_GAP, reduced=reduced)
     box = content_box(geometry, pixels.shape, size)
     return normalize_intensity(np.asarray(grid, dtype=np.float32), box), geometry, box
 
@@ -89,13 +90,19 @@ def prepare(pixels: np.ndarray, size: int = INPUT_SIZE, fine_size: int | None = 
     """Letterbox and normalise one radiograph (H, W) of presentation values for the networks.
 
     With ``fine_size`` the same image is also prepared on that grid (``Prepared.fine``),
-    normalised by the percentiles of its own content.
+    normalised by the percentiles of its own content; the full-size image is box-reduced
+    once for both grids (exactly what each would compute, see :func:`models.geometry.letterbox`).
     """
     if pixels.ndim != 2:
         raise ValueError(f"expected a 2-D greyscale radiograph, got shape {pixels.shape}")
     pixels = np.asarray(pixels, dtype=np.float32)
-    norm, geometry, box = _grid(pixels, size)
-    fine = _grid(pixels, fine_size)[0][None, None] if fine_size else None
+    fine, reduced = None, None
+    if fine_size:
+        ky, kx = reduction_factors(pixels.shape, fine_size, REDUCING_GAP)
+        if ky > 1 or kx > 1:
+            reduced = (box_reduce(pixels, ky, kx), ky, kx)
+        fine = _grid(pixels, fine_size, reduced)[0][None, None]
+    norm, geometry, box = _grid(pixels, size, reduced)
     return Prepared(norm[None, None], geometry, box, (int(pixels.shape[0]), int(pixels.shape[1])), fine)
 
 

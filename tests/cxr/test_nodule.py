@@ -37,6 +37,17 @@ def test_coarse_map_max_pools():
         coarse_map(np.zeros((100, 100)), 64)
 
 
+@pytest.mark.parametrize("shape", [(2048, 2048), (2048, 1660), (2021, 1733), (700, 512)])
+def test_fine_grid_shares_the_box_reduction_exactly(shape):
+    from models.cxr.preprocess import prepare
+
+    x = np.random.default_rng(1).random(shape, dtype=np.float32)
+    both = prepare(x, 256, fine_size=512)
+    np.testing.assert_allclose(both.tensor, prepare(x, 256).tensor, atol=2e-6)
+    np.testing.assert_allclose(both.fine, prepare(x, 512).tensor, atol=2e-6)
+    assert prepare(x, 256).fine is None and both.fine.shape == (1, 1, 512, 512)
+
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("monai")
 
