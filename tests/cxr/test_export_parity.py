@@ -58,3 +58,29 @@ def test_cards_hold_measured_metrics():
     les = Registry().get("cxr-lesions").card
     assert set(les.metrics["real_nih_heldout"]["per_class"]) == set(les.classes)
     assert "ci95" in les.metrics["synthetic_heldout"]["per_class"]["pneumothorax"]
+
+
+def test_nodule_onnx_matches_torch(cxr_data):
+    from models.cxr.preprocess import prepare
+    from models.imaging import load_radiograph
+    from training.cxr.nets import CxrLesionNet, NoduleMap
+
+    entry = Registry().get("cxr-nodule")
+    net = CxrLesionNet()
+    net.load_state_dict(torch.load(entry.directory / "weights.pt", map_location="cpu"))
+    model = NoduleMap(net).eval()
+    x = prepare(load_radiograph(cxr_data / "samples" / "00000001_000.png").pixels, 256, fine_size=512).fine
+    got = Registry().session("cxr-nodule", threads=2).run({"image": x})["nodule"]
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    assert got.shape == (1, 1, 128, 128) and np.abs(got - want).max() < 1e-3
+
+
+def test_nodule_card_holds_measured_metrics():
+    entry = Registry().get("cxr-nodule")
+    entry.verify()
+    assert entry.onnx_path.stat().st_size < 30 * 2**20
+    m = entry.card.metrics
+    assert m["measured_by"].startswith("training.cxr.evaluate_nodule")
+    assert m["synthetic_heldout"]["nodule_mass"]["ci95"] and m["real_nih_heldout"]["nodule_mass"]["auroc"]
+    assert 0.0 < entry.card.thresholds["nodule_mass"] < 1.0

@@ -68,7 +68,39 @@ def render(reg: Registry) -> str:
                          f"{r.get('wall_s')} | {r.get('lr')} | {[round(v, 2) for v in kp] if kp else 'uniform'} | "
                          f"{r.get('seg_pos_weight') or 'none'} | {r.get('class_boost') or 'none'} | {r.get('bn_recalibration_batches', 0)} |")
         lines.append("")
+    if reg.versions("cxr-nodule"):
+        lines += nodule_section(reg.get("cxr-nodule").card)
     return "\n".join(lines)
+
+
+def nodule_section(card) -> list[str]:
+    """The ``cxr-nodule`` card's metrics, beside the coarse model's on the same images."""
+    m = card.metrics
+    syn, real = m["synthetic_heldout"], m["real_nih_heldout"]
+    coarse = syn.get("coarse_cxr_lesions_same_images", {})
+    lines = [f"## Fine-grid nodule/mass model (`{card.name}` {card.version}, the pipeline's nodule/mass score)", "",
+             f"Measured {m.get('measured_at')} by `{m.get('measured_by')}`. {syn['data']}.", "",
+             "| nodule/mass | AUROC (`cxr-nodule`) | 95% CI | AUROC (`cxr-lesions`, same images at 256) | positives | negatives |",
+             "|---|---|---|---|---|---|"]
+    for name, part, other in (("held-out synthetic", syn["nodule_mass"], coarse.get("nodule_mass", {})),
+                              ("real held-out NIH", real["nodule_mass"], real.get("coarse_cxr_lesions_same_images", {}))):
+        ci = part.get("ci95")
+        lines.append(f"| {name} | {_fmt(part.get('auroc'))} | {f'[{ci[0]:.3f}, {ci[1]:.3f}]' if ci else 'n/a'} | "
+                     f"{_fmt(other.get('auroc'))} | {part.get('n_pos')} | {part.get('n_neg')} |")
+    lines += ["", f"Real data: {real['data']}.", "", "By equivalent diameter (held-out synthetic, all negatives each row):", "",
+              "| diameter (mm) | size on the 512 grid (px) | positives | AUROC `cxr-nodule` | AUROC `cxr-lesions` |",
+              "|---|---|---|---|---|"]
+    by_c = {tuple(b["diameter_mm"]): b for b in coarse.get("nodule_mass_by_diameter", [])}
+    for b in syn["nodule_mass_by_diameter"]:
+        c = by_c.get(tuple(b["diameter_mm"]), {})
+        lines.append(f"| {b['diameter_mm'][0]:g}-{b['diameter_mm'][1]:g} | {b['median_diameter_model_px']:.1f} | "
+                     f"{b['n_pos']} | {_fmt(b['auroc'])} | {_fmt(c.get('auroc'))} |")
+    fpr = m["fpr_real_normals_at_operating_point"]
+    lines += ["", f"Peak hit rate (the map's maximum lies on the inserted nodule): {syn['peak_hit_rate']:.3f}. "
+              f"At the operating point ({card.thresholds['nodule_mass']:.3f}; {m['operating_point']}): synthetic "
+              f"sensitivity {syn['sensitivity_at_operating_point']:.3f}, specificity {syn['specificity_at_operating_point']:.3f}; "
+              f"false-positive rate on held-out real normals {fpr['nodule_mass']:.3f} ({fpr['data']}).", ""]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
