@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--syntax", choices=sorted(SYNTAXES), default="explicit", help="transfer syntax of the CR")
     ap.add_argument("--zoo", type=Path, default=None, help="registry directory (default: models/zoo + MEDWS_MODELS_DIR)")
     ap.add_argument("--random-init", action="store_true", help="benchmark untrained networks (latency only)")
+    ap.add_argument("--no-nodule", action="store_true", help="leave out cxr-nodule (the 256-grid networks only)")
     ap.add_argument("--shared-data", type=Path, default=Path(os.environ.get("MEDWS_SHARED_DATA", REPO.parent / "shared" / "data")))
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     ap.add_argument("--name", default="bench_infer")
@@ -228,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         dcm = tmp / "cr.dcm"
         image_info = make_cr_dicom(dcm, args.size, args.shared_data, args.syntax)
         registry, lung_mod, lesion, nodule, provenance = load_models(args.zoo, args.random_init, tmp)
+        if args.no_nodule:
+            nodule = None
+            provenance.pop("cxr-nodule", None)
         pipe = CxrPipeline(registry=registry, threads=args.threads, nodule_version=None if nodule else "none")
         paths = {"onnxruntime": pipe.predict, "torch_eager": torch_predictor(lung_mod, lesion, nodule)}
         records = {}
@@ -307,8 +311,8 @@ def markdown(r: dict) -> str:
 def _layout_text(r: dict) -> str:
     per = r["ort_layout"]["intra_op_threads_per_network"]
     if r["ort_layout"].get("fine_nodule_network"):
-        return (f"; ORT path: the 512-grid nodule network runs beside the lung and lesion networks (those two in "
-                f"turn), {per} intra-op thread(s) each side; torch path: the three one after the other, {r['threads']} threads")
+        return (f"; ORT path: the lung and lesion networks at the same time, {per} intra-op thread(s) each, then the "
+                f"512-grid nodule network with {r['threads']}; torch path: the three one after the other, {r['threads']} threads")
     return (f"; ORT path: the two networks run at the same time, {per} intra-op thread(s) each; "
             f"torch path: one after the other, {r['threads']} threads")
 

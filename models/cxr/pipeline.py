@@ -60,8 +60,9 @@ class CxrPipeline:
         (default: when ``threads`` >= 2).
     nodule_version : str, optional
         ``cxr-nodule`` version; ``"none"`` (or a registry without it) reads nodules/masses from
-        the coarse ``cxr-lesions`` output instead.  With it, the fine network runs on one side
-        and the lung + lesion networks in turn on the other.
+        the coarse ``cxr-lesions`` output instead.  The fine network (four times the pixels)
+        runs after the two coarse ones with all ``threads`` as intra-op threads: measured
+        faster than running it on one thread beside them.
     """
 
     def __init__(self, registry: Any = None, threads: int | None = None,
@@ -84,7 +85,7 @@ class CxrPipeline:
         self.nodule = None
         if nodule_version != "none" and (nodule_version or reg.versions(NODULE_MODEL)):
             self.nodule_entry = reg.get(NODULE_MODEL, nodule_version)
-            self.nodule = reg.session(NODULE_MODEL, self.nodule_entry.card.version, threads=per_model)
+            self.nodule = reg.session(NODULE_MODEL, self.nodule_entry.card.version, threads=total)
         self._pool: ThreadPoolExecutor | None = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="cxr-lung") if both else None)
         card = self.lesion_entry.card
@@ -122,7 +123,12 @@ class CxrPipeline:
         """:meth:`prepare` of the radiograph's pixels."""
         return self.prepare(radiograph.pixels)
 
-    def _coarse(self, x: np.ndarray) -> tuple[np.ndarray, dict]:
+    def _coarse_pair(self, x: np.ndarray) -> tuple[np.ndarray, dict]:
+        """Lung and lesion networks: at the same time (ONNX Runtime releases the GIL) or in turn."""
+        if self._pool is not None:
+            lung_job = self._pool.submit(self.lung.run, {"image": x})
+            out = self.lesion.run({"image": x})
+            return lung_job.result()["lung"][0, 0], out
         return self.lung.run({"image": x})["lung"][0, 0], self.lesion.run({"image": x})
 
     def predict(self, prepared: Prepared) -> Raw:
@@ -133,19 +139,10 @@ class CxrPipeline:
             if prepared.fine is None:
                 raise ValueError("cxr-nodule needs the fine grid: prepare with CxrPipeline.prepare")
             fine = np.ascontiguousarray(prepared.fine, dtype=np.float32)
-            if self._pool is not None:  # fine network here, the two coarse ones in turn beside it
-                job = self._pool.submit(self._coarse, x)
-                nodule = self.nodule.run({"image": fine})["nodule"][0, 0]
-                lung, out = job.result()
-            else:
-                lung, out = self._coarse(x)
-                nodule = self.nodule.run({"image": fine})["nodule"][0, 0]
-        elif self._pool is not None:  # both graphs at once (ONNX Runtime releases the GIL while running)
-            lung_job = self._pool.submit(self.lung.run, {"image": x})
-            out = self.lesion.run({"image": x})
-            lung = lung_job.result()["lung"][0, 0]
+            lung, out = self._coarse_pair(x)
+            nodule = self.nodule.run({"image": fine})["nodule"][0, 0]  # all threads: 4x the pixels
         else:
-            lung, out = self._coarse(x)
+            lung, out = self._coarse_pair(x)
         return Raw(lung, out["scores"][0], float(out["abnormality"][0, 0]), out["seg"][0], out["embedding"][0], nodule)
 
     def post_process(self, prepared: Prepared, raw: Raw) -> CxrFindings:

@@ -51,16 +51,55 @@ def content_box(geometry: Letterbox, source_shape: tuple[int, int], size: int) -
     return (int(x0), int(y0), min(size, int(np.floor(x1 + 1e-6))), min(size, int(np.floor(y1 + 1e-6))))
 
 
+def _order_stats(flat: np.ndarray, ranks: list[int]) -> dict[int, float] | None:
+    """Exact order statistics ``sorted(flat)[r]`` for ranks close together, or None.
+
+    A sorted subsample brackets the ranks by two values; the elements between them (a few
+    percent of the image for a tail percentile) are counted and partially sorted instead of
+    the whole image.  None when the bracket misses (the caller then sorts everything).
+    """
+    n = flat.size
+    step = max(1, n // 4096)
+    sample = np.sort(flat[::step])
+    m = sample.size
+    lo_i = max(int(min(ranks) / n * m) - 8, 0)
+    hi_i = min(int(max(ranks) / n * m) + 8, m - 1)
+    lo_v, hi_v = sample[lo_i], sample[hi_i]
+    below = int(np.count_nonzero(flat < lo_v)) if lo_i > 0 else 0
+    if lo_v == hi_v:  # a run of equal values (e.g. pixels clipped by the window) around the ranks
+        upto = int(np.count_nonzero(flat <= hi_v))
+        return {r: float(lo_v) for r in ranks} if below <= min(ranks) and upto > max(ranks) else None
+    sel = flat[(flat >= lo_v) & (flat <= hi_v)] if lo_i > 0 else flat[flat <= hi_v]
+    if below > min(ranks) or below + sel.size <= max(ranks):
+        return None
+    part = np.partition(sel, [r - below for r in ranks])
+    return {r: float(part[r - below]) for r in ranks}
+
+
 def _percentiles(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
-    """``numpy.percentile(values, qs)`` (linear interpolation) from one partial sort."""
+    """``numpy.percentile(values, qs)`` (linear interpolation), exact.
+
+    Each percentile needs two order statistics; tail percentiles are found by
+    :func:`_order_stats` among the few values near them, else from one partial sort.
+    """
     flat = np.asarray(values, dtype=np.float32).ravel()
     pos = [q / 100.0 * (flat.size - 1) for q in qs]
-    ks = sorted({int(np.floor(p)) for p in pos} | {min(int(np.floor(p)) + 1, flat.size - 1) for p in pos})
-    part = np.partition(flat, ks)
+    need = [(int(np.floor(p)), min(int(np.floor(p)) + 1, flat.size - 1)) for p in pos]
+    stats: dict[int, float] = {}
+    if flat.size >= 16384:
+        for pair in need:
+            got = _order_stats(flat, list(pair))
+            if got is None:
+                stats = {}
+                break
+            stats.update(got)
+    if not stats:
+        ks = sorted({k for pair in need for k in pair})
+        part = np.partition(flat, ks)
+        stats = {k: float(part[k]) for k in ks}
     out = []
-    for p in pos:
-        i = int(np.floor(p))
-        lo, hi = float(part[i]), float(part[min(i + 1, flat.size - 1)])
+    for p, (i, j) in zip(pos, need):
+        lo, hi = stats[i], stats[j]
         out.append(lo + (hi - lo) * (p - i))
     return out
 
