@@ -140,3 +140,18 @@ def test_numpy_two_step_shrink_equals_pil_reducing_gap(shape):
                                                             box=_source_box(lb, new_w, new_h), reducing_gap=2.0))
     content = got[lb.pad_y:lb.pad_y + new_h, lb.pad_x:lb.pad_x + new_w]
     np.testing.assert_allclose(content, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["uniform", "clipped", "constant", "few_levels", "small"])
+def test_tail_percentiles_are_exact(kind):
+    """The bracketed order statistics equal numpy.percentile, also with long runs of equal values."""
+    from models.cxr.preprocess import _percentiles
+
+    rng = np.random.default_rng(3)
+    x = {"uniform": rng.random(262144, dtype=np.float32),
+         "clipped": np.clip(rng.normal(0.5, 0.5, 262144), 0, 1).astype(np.float32),  # window-clipped pixels
+         "constant": np.full(70000, 0.25, np.float32),
+         "few_levels": np.round(rng.random(65536) * 10).astype(np.float32),
+         "small": rng.random(900).astype(np.float32)}[kind]
+    for qs in ((1.0, 99.0), (0.5, 99.5), (50.0,), (0.0, 100.0)):
+        np.testing.assert_allclose(_percentiles(x, qs), np.percentile(x.astype(np.float64), qs), atol=1e-6)
