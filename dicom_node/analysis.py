@@ -734,20 +734,26 @@ def serve_with_analysis(config: NodeConfig, hooks: list[Any] | None = None) -> i
     ready, stop = threading.Event(), threading.Event()
     service = AnalysisService(config)
     started = threading.Event()
+    starting = threading.Lock()
 
     def start_when_ready() -> None:
         ready.wait()
-        if not stop.is_set():
-            service.start()
-            started.set()
+        with starting:
+            if not stop.is_set():
+                service.start()
+                started.set()
 
     threading.Thread(target=start_when_ready, name="analysis-start", daemon=True).start()
     try:
         return serve(config, hooks=hooks, ready=ready, stop=stop)
     finally:
         stop.set()
-        if started.is_set():
-            service.stop()
+        # a stop that arrives while the services start (model warm-up: ONNX Runtime sessions
+        # being created) waits for the start, then stops them: exiting with a session
+        # half-created in a daemon thread hung the interpreter's shutdown
+        with starting:
+            if started.is_set():
+                service.stop()
 
 
 # ------------------------------------------------------------------ one study, synchronously
