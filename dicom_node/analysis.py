@@ -44,7 +44,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from dicom_node import gsps, report, routing, seg, sr
+from dicom_node import gsps, rejection, report, routing, seg, sr
 from dicom_node.archive import Archive
 from dicom_node.config import CONFIG_FILE, NodeConfig
 from dicom_node.db import Database
@@ -441,6 +441,11 @@ class Analyzer:
             src_uid = ds.SourceImageSequence[0].ReferencedSOPInstanceUID if "SourceImageSequence" in ds else k
             planned.append(("derived", uid("derived-series"), uid("derived", src_uid),
                             lambda s, i, d=ds: _renamed(d, s, i)))
+        delivered = self._delivered_predecessors(job)
+        if delivered:  # withdraw what peers already hold (IHE IOCM rejection note)
+            planned.append(("rejection", uid("rejection-series"), uid("rejection", 1),
+                            lambda s, i, d=delivered: rejection.build_rejection_note(
+                                self._read_headers(job, [p for _, p, _ in d]), s, i)))
         if not analysed and not planned:
             return [], 0.0
         for _, srcs in analysed:
@@ -481,7 +486,29 @@ class Analyzer:
                                         sop_instance_uid=sop_uid, source_ae=AI_SOURCE_AE)
             objects.append({"kind": kind, "series_uid": series_uid, "sop_instance_uid": sop_uid,
                             "path": stored.path.relative_to(self.config.root).as_posix()})
+        for o in objects:
+            if o["kind"] == "rejection":  # sent to the peers that hold the rejected objects, only
+                o["peers"] = sorted({peer for _, _, peer in delivered})
         return objects, time.perf_counter() - t0
+
+    def _delivered_predecessors(self, job: Job) -> list[tuple[str, str, str]]:
+        """(SOP Instance UID, path, peer) of this task's current objects that a peer holds or receives."""
+        rows = self.db.query(
+            "SELECT DISTINCT a.sop_instance_uid, a.path, o.peer FROM ai_objects a JOIN outbox o "
+            "ON o.sop_instance_uid = a.sop_instance_uid WHERE a.study_uid = ? AND a.task = ? AND a.state = 'current' "
+            "AND a.job_id != ? AND a.kind != 'rejection' AND o.state IN ('sent', 'sending') "
+            "ORDER BY a.sop_instance_uid, o.peer", (job.study_uid, job.task, job.id))
+        return [(r["sop_instance_uid"], r["path"], r["peer"]) for r in rows]
+
+    def _read_headers(self, job: Job, paths: list[str]) -> list[Dataset]:
+        """Headers of archived objects (each path once); unreadable ones are left out with a warning."""
+        out = []
+        for rel in dict.fromkeys(paths):
+            try:
+                out.append(pydicom.dcmread(self.archive.absolute(rel), stop_before_pixels=True))
+            except Exception:  # noqa: BLE001 - the others are still withdrawn
+                logger.warning("job %s: superseded object unreadable, not in the rejection note", job.id)
+        return out
 
     def _commit(self, job: Job, study_type: str, output: TaskOutput, objects: list[dict[str, Any]],
                 timings: dict[str, float], stable_at: float | None = None) -> dict[str, Any]:
@@ -506,7 +533,8 @@ class Analyzer:
             else:
                 old = conn.execute(
                     "SELECT sop_instance_uid, path FROM ai_objects WHERE study_uid = ? AND task = ? "
-                    "AND state = 'current' AND job_id != ?", (job.study_uid, job.task, job.id)).fetchall()
+                    "AND state = 'current' AND job_id != ? AND kind != 'rejection'",
+                    (job.study_uid, job.task, job.id)).fetchall()
                 for o in old:
                     conn.execute("UPDATE ai_objects SET state = 'superseded', superseded_at = ? "
                                  "WHERE sop_instance_uid = ?", (now, o["sop_instance_uid"]))
@@ -532,15 +560,16 @@ class Analyzer:
                 report_note = self._write_draft(conn, job, draft, sr_uid, now) if draft is not None else None
                 peers = [r[0] for r in conn.execute(
                     "SELECT d.peer FROM destinations d JOIN peers p ON p.name = d.peer WHERE d.auto_send = 1")]
-                for peer in peers:
-                    for o in objects:
-                        exists = conn.execute("SELECT 1 FROM outbox WHERE peer = ? AND sop_instance_uid = ?",
-                                              (peer, o["sop_instance_uid"])).fetchone()
-                        if exists is None:
-                            conn.execute(
-                                "INSERT INTO outbox (peer, path, kind, study_uid, sop_instance_uid, state, "
-                                "next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
-                                (peer, o["path"], o["kind"], job.study_uid, o["sop_instance_uid"], now, now, now))
+                sends = [(peer, o) for peer in peers for o in objects if o["kind"] != "rejection"]
+                sends += [(peer, o) for o in objects if o["kind"] == "rejection" for peer in o.get("peers", [])]
+                for peer, o in sends:
+                    exists = conn.execute("SELECT 1 FROM outbox WHERE peer = ? AND sop_instance_uid = ?",
+                                          (peer, o["sop_instance_uid"])).fetchone()
+                    if exists is None:
+                        conn.execute(
+                            "INSERT INTO outbox (peer, path, kind, study_uid, sop_instance_uid, state, "
+                            "next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+                            (peer, o["path"], o["kind"], job.study_uid, o["sop_instance_uid"], now, now, now))
                 conn.execute("UPDATE studies SET ai_status = 'done', ai_critical = ? WHERE study_uid = ?",
                              (1 if critical else 0, job.study_uid))
                 self._keep_stable(conn, job.study_uid, stable_at)
@@ -548,7 +577,9 @@ class Analyzer:
                     # critical AI finding: the study's remaining jobs first (never lowers a priority)
                     conn.execute("UPDATE jobs SET priority = ? WHERE study_uid = ? AND state = 'queued' "
                                  "AND priority < ?", (CRITICAL_PRIORITY, job.study_uid, CRITICAL_PRIORITY))
-                outcome = {"objects": objects, "superseded": [o["sop_instance_uid"] for o in old],
+                outcome = {"objects": [{k: v for k, v in o.items() if k != "peers"} for o in objects],
+                           "superseded": [o["sop_instance_uid"] for o in old],
+                           "rejection_note_to": sorted({p for o in objects for p in o.get("peers", [])}),
                            "findings": sum(len(r.findings) for r in analysed), "critical": critical,
                            "skipped": output.skipped, "report": report_note, "outbox_peers": peers}
                 self._finish(conn, job, outcome, output.models, timings)
