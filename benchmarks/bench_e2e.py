@@ -55,7 +55,8 @@ def run(n: int, quiet: float, out_dir: Path, sensitive: bool = True) -> dict:
 
     from models.registry import Registry
 
-    installed = {n: Registry().get(n).card.version for n in ("cxr-lung", "cxr-lesions")}
+    installed = {n: Registry().get(n).card.version for n in ("cxr-lung", "cxr-lesions", "cxr-nodule")
+                 if Registry().versions(n)}
     if sensitive:
         # the installed models at an operating point where the image has findings, so
         # the SEG and GSPS are built and sent too (the worst case of the budget)

@@ -77,14 +77,14 @@ def sensitive_models(folder: Path, threshold: float = 0.05) -> Path:
     from models.registry import Registry
 
     reg = Registry()
-    for name in ("cxr-lung", "cxr-lesions"):
+    for name in ("cxr-lung", "cxr-lesions") + (("cxr-nodule",) if reg.versions("cxr-nodule") else ()):
         entry = reg.get(name)
         dst = folder / name / "99.0.0"
         dst.mkdir(parents=True, exist_ok=True)
         shutil.copy2(entry.onnx_path, dst / entry.onnx_path.name)
         card = json.loads(entry.card_path.read_text())
         card["version"] = "99.0.0"
-        if name == "cxr-lesions":
+        if name in ("cxr-lesions", "cxr-nodule"):
             card["thresholds"] = {k: threshold for k in card["thresholds"]}
             card.setdefault("extra", {})["seg_threshold"] = threshold
         (dst / entry.card_path.name).write_text(json.dumps(card, indent=2))
