@@ -164,6 +164,9 @@ class Finding:
     mask_images : images the planes of a 3-D mask belong to, in order.
     tracking_uid : str
         Stable UID tracking this finding across objects (SR, SEG, GSPS).
+    algorithm : ModelInfo or None
+        The model that produced this finding when it is not the result's model (e.g. the
+        fine-grid ``cxr-nodule`` beside ``cxr-lesions``); its TID 4019 identification.
     """
 
     label: str
@@ -188,6 +191,7 @@ class Finding:
     mask: np.ndarray | None = field(default=None, compare=False, repr=False)
     mask_images: tuple[ImageRef, ...] = ()
     tracking_uid: str = field(default_factory=generate_uid)
+    algorithm: ModelInfo | None = None
 
     def __post_init__(self) -> None:
         if not self.label or not isinstance(self.label, str):
@@ -254,6 +258,8 @@ class Finding:
             d["mask"] = encode_mask(self.mask)
         if self.mask_images:
             d["mask_images"] = [m.to_json() for m in self.mask_images]
+        if self.algorithm is not None:
+            d["model"] = self.algorithm.to_json()
         return d
 
     @classmethod
@@ -293,6 +299,8 @@ class Finding:
                 kwargs["mask_images"] = tuple(ImageRef.from_json(m) for m in obj["mask_images"])
             if obj.get("tracking_uid"):
                 kwargs["tracking_uid"] = str(obj["tracking_uid"])
+            if obj.get("model"):
+                kwargs["algorithm"] = ModelInfo(str(obj["model"]["name"]), str(obj["model"]["version"]))
         except FindingFormatError:
             raise
         except (TypeError, ValueError, KeyError) as e:

@@ -139,8 +139,9 @@ def _qualitative(f: Finding) -> list[hd.sr.QualitativeEvaluation]:
 
 
 def measurement_group(f: Finding, index: int, model: ModelInfo, sources: dict[str, Dataset]) -> object:
-    """TID 1410/1411/1501 group for one finding (see module docstring)."""
-    algo = _algorithm(model)
+    """TID 1410/1411/1501 group for one finding (see module docstring); the finding's own
+    algorithm (when another model than the result's produced it) identifies it."""
+    algo = _algorithm(f.algorithm or model)
     common = dict(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=f.tracking_uid, identifier=f"{f.label}-{index}"),
         finding_type=codes.finding_type(f.label),

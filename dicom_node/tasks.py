@@ -101,6 +101,10 @@ class CxrTask:
                 record["abnormality"] = round(result.abnormality, 4)
                 record["scores"] = {c: round(v, 4) for c, v in result.scores.items()}
                 record["findings"] = [f.to_dict() for f in result.findings]
+                fine = self.pipeline.nodule_entry
+                for f in record["findings"]:  # nodules/masses are read by the fine-grid model
+                    if fine is not None and f["label"] == "nodule_mass":
+                        f["model"] = {"name": fine.card.name, "version": fine.card.version}
             parsed = AnalysisResult.from_json(record, source=ds)
             if parsed.skipped:
                 out.skipped.append(parsed.skipped)

@@ -217,3 +217,30 @@ def test_reads_groups_written_by_other_software(cr, tmp_path):
     (f,) = read_findings(roundtrip(doc, tmp_path / "other.dcm"))
     assert f.label == "pleural_effusion" and f.probability is None
     assert f.contour == ((10.0, 10.0), (40.0, 10.0), (40.0, 30.0))
+
+
+def test_finding_from_another_model_is_identified_by_it(cr, tmp_path):
+    """A nodule read by the fine-grid model carries that model's TID 4019 identification."""
+    import dataclasses
+
+    base = cxr_result(cr)
+    nodule = Finding("nodule_mass", 0.88, box=(100.0, 120.0, 140.0, 160.0), laterality="right", zone="middle",
+                     image=base.findings[0].image, algorithm=ModelInfo("cxr-nodule", "1.0.0"))
+    result = dataclasses.replace(base, findings=base.findings + (nodule,))
+    back = AnalysisResult.from_json(result.to_json())
+    assert back.findings[-1].algorithm == ModelInfo("cxr-nodule", "1.0.0") and back.findings[0].algorithm is None
+    ds = build_measurement_report(result, [cr])
+    ds.save_as(tmp_path / "sr.dcm", enforce_file_format=True)
+
+    def names(item, out):
+        for child in getattr(item, "ContentSequence", []):
+            if child.ConceptNameCodeSequence[0].CodeValue == "111001":  # Algorithm Name
+                out.append(child.TextValue)
+            names(child, out)
+        return out
+
+    groups = [g for g in ds.ContentSequence if g.ValueType == "CONTAINER"
+              for g in getattr(g, "ContentSequence", []) if g.ValueType == "CONTAINER"]
+    per_group = [set(names(g, [])) for g in groups]
+    assert {"cxr-nodule"} in per_group and {"cxr-lesion"} in per_group
+    assert_valid(tmp_path / "sr.dcm")
