@@ -219,15 +219,10 @@ def train_nodule(nih: GridSet, normals: GridSet, out: str | Path, init_from: str
 
 def training_sets(nih: GridSet, openist: GridSet) -> tuple[GridSet, GridSet]:
     """(NIH training split, training normals with lungs: OpenIST train + NIH train normals)."""
+    from training.cxr.release import merge_backgrounds
+
     nih_tr = nih.split("train")
-    op_tr = openist.split("train")
-    nn_ = nih_tr.subset(np.flatnonzero(nih_tr.abnormal == 0))
-    keep = [i for i in range(len(nn_.images)) if nn_.lungs[i].sum() > 0.1 * nn_.lungs[i].size]
-    nn_ = nn_.subset(np.array(keep, dtype=int))
-    normals = GridSet(images=np.concatenate([op_tr.images, nn_.images]), ids=op_tr.ids + nn_.ids,
-                      patients=op_tr.patients + nn_.patients, lungs=np.concatenate([op_tr.lungs, nn_.lungs]),
-                      spacing=np.concatenate([op_tr.spacing, nn_.spacing]))
-    return nih_tr, normals
+    return nih_tr, merge_backgrounds(openist.split("train"), nih_tr.subset(np.flatnonzero(nih_tr.abnormal == 0)))
 
 
 def main() -> None:  # pragma: no cover - background job entry point
