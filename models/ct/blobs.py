@@ -33,13 +33,16 @@ class Candidate:
     sigma_mm: float
     radius_mm: float
     response: float
+    source: str = "blob"  # "blob" or "juxta" (see :func:`lung_candidates`)
 
 
-def hessian_dot(img: np.ndarray, sigma_vox: float, region: np.ndarray) -> np.ndarray:
+def hessian_dot(img: np.ndarray, sigma_vox: float, region: np.ndarray, mode: str = "reflect") -> np.ndarray:
     """Scale-normalised dot response ``sigma^2 |l3|^2/|l1|`` where all eigenvalues are < 0
     (zero elsewhere and outside ``region``).  Second derivatives by central differences
-    of the Gaussian-smoothed image."""
-    g = ndimage.gaussian_filter(img, sigma_vox, mode="nearest")
+    of the Gaussian-smoothed image; ``mode``: the smoothing's border rule ("reflect": a
+    nodule cut by the first or last slice is mirrored into a whole blob; "nearest" would
+    extend its cut face into a tube, which the dot filter rejects)."""
+    g = ndimage.gaussian_filter(img, sigma_vox, mode=mode)
     gz, gy, gx = np.gradient(g)
     hzz = np.gradient(gz, axis=0)
     idx = region & (hzz < 0)
@@ -123,6 +126,40 @@ def detect(hu: np.ndarray, spacing, region: np.ndarray, sigmas_mm=SIGMAS_MM, cli
         if len(kept) >= max_candidates:
             break
     return kept
+
+
+def lung_candidates(hu: np.ndarray, spacing, lungs: np.ndarray, floor: float = 4.0,
+                    max_candidates: int = 1500, juxta_floor: float = 4.0, juxta_max: int = 300,
+                    dilate: int = 3) -> list[Candidate]:
+    """Nodule candidates of a lung CT: two passes of :func:`detect`, shared by training and
+    inference.
+
+    1. ``blob``: the lungs dilated by ``dilate`` voxels, image as is (free-standing nodules,
+       vessels, bifurcations).
+    2. ``juxta``: the lungs only, with everything outside them set to the parenchyma level
+       (``fill_outside``): a nodule touching the chest wall, mediastinum or diaphragm is a
+       shoulder on a brighter structure in the raw image (no dot response) but a blob once
+       the wall is flattened.  At most ``juxta_max`` of these; one within the radius of a
+       pass-1 candidate is dropped.
+    """
+    region = ndimage.binary_dilation(lungs, iterations=dilate) if dilate else lungs
+    a = detect(hu, spacing, region, floor=floor, max_candidates=max_candidates)
+    if juxta_max <= 0 or not lungs.any():
+        return a
+    b = detect(hu, spacing, lungs, floor=juxta_floor, max_candidates=juxta_max, fill_outside=True)
+    sp = np.asarray(spacing, float)
+    if a:
+        pa = np.array([c.zyx for c in a]) * sp
+        ra = np.array([c.radius_mm for c in a])
+    out = list(a)
+    for c in b:
+        if a:
+            d = np.linalg.norm(pa - np.asarray(c.zyx) * sp, axis=1)
+            if (d < np.maximum(0.8 * ra, 0.6 * c.radius_mm)).any():
+                continue
+        c.source = "juxta"
+        out.append(c)
+    return out
 
 
 def closed_lungs(lungs: np.ndarray, spacing, radius_mm: float = 9.0) -> np.ndarray:

@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
-from models.ct.blobs import Candidate, closed_lungs, detect, segment_blob
+from models.ct.blobs import Candidate, closed_lungs, lung_candidates, segment_blob
 from models.ct.findings import describe
 from models.ct.lungs import approximate_lobe, lung_mask
 from models.ct.volume import CTVolume, resample, resample_mask
@@ -31,6 +30,11 @@ logger = logging.getLogger(__name__)
 MODEL_NAME = "ct-nodule-fpr"
 MAX_CANDIDATES = 1500
 CANDIDATE_FLOOR = 4.0
+JUXTA_MAX = 300  # wall-flattened (juxtapleural) candidates per study, see models.ct.blobs.lung_candidates
+# array orientation of the work grid: the FPR classifier's training CT (and axial DICOM) is
+# LPS (columns → patient left, rows → posterior, slices → head); a study in another
+# orientation (e.g. a RAS NIfTI) is reoriented to it so the network sees what it learnt
+WORK_ORIENTATION = "LPS"
 TTA_FLIPS = ((), (2,), (1,), (0,))  # flipped axes (z, y, x) of the classifier's test-time augmentation
 SPACING = (1.5, 1.5, 1.5)
 PATCH = 64
@@ -49,7 +53,8 @@ FPR_PATCH = 32  # candidate patch of the false-positive-reduction classifier (48
 
 def candidate_patches(hu: np.ndarray, centres: np.ndarray, size: int = FPR_PATCH) -> np.ndarray:
     """``[N, size, size, size]`` normalised patches centred on rounded voxel ``centres``
-    (edge-padded at the volume border); shared by training and inference."""
+    (mirrored at the volume border, so a nodule cut by the first or last slice shows as a
+    whole one); shared by training and inference."""
     out = np.empty((len(centres), size, size, size), np.float32)
     shape = np.asarray(hu.shape)
     for i, c in enumerate(np.asarray(centres, float).reshape(-1, 3)):
@@ -63,7 +68,7 @@ def candidate_patches(hu: np.ndarray, centres: np.ndarray, size: int = FPR_PATCH
             out[i] = normalise(np.full((size,) * 3, HU_LO, np.float32))
             continue
         if any(p != (0, 0) for p in pad):
-            sub = np.pad(sub, pad, mode="edge")
+            sub = np.pad(sub, pad, mode="symmetric")
         out[i] = normalise(sub)
     return out
 
@@ -127,7 +132,9 @@ class NodulePipeline:
 
     def __init__(self, model=None, threshold: float = 0.5, min_diameter_mm: float = 3.0,
                  threads: int | None = None, max_candidates: int = MAX_CANDIDATES,
-                 candidate_floor: float = CANDIDATE_FLOOR, tta: bool = True) -> None:
+                 candidate_floor: float = CANDIDATE_FLOOR, tta: bool = True,
+                 juxta_max: int = JUXTA_MAX) -> None:
+        self.juxta_max = juxta_max
         self._model = model
         self.tta = tta
         self.threshold = threshold
@@ -151,7 +158,7 @@ class NodulePipeline:
                     lobes: np.ndarray | None = None) -> NoduleInput:
         """``lungs``/``lobes`` (optional) are on ``vol``'s grid; lobes use 1..5 = LOBES order.
         Lungs: ``lungs`` if given, else the union of ``lobes`` if given, else :func:`lung_mask`."""
-        work = resample(vol, SPACING, order=1)
+        work = canonical(resample(vol, SPACING, order=1))
         lb = resample_mask(lobes.astype(np.uint8), vol, work) if lobes is not None else None
         if lungs is not None:
             lm = resample_mask(lungs.astype(np.uint8), vol, work) > 0
@@ -167,9 +174,8 @@ class NodulePipeline:
         lo = np.maximum(idx.min(0) - 6, 0)
         hi = np.minimum(idx.max(0) + 7, lm.shape)
         box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-        region = ndimage.binary_dilation(lm[box], iterations=3)
-        cands = detect(work.hu[box], work.spacing, region, floor=self.candidate_floor,
-                       max_candidates=self.max_candidates)
+        cands = lung_candidates(work.hu[box], work.spacing, lm[box], floor=self.candidate_floor,
+                                max_candidates=self.max_candidates, juxta_max=self.juxta_max)
         for c in cands:
             c.zyx = tuple(float(v + o) for v, o in zip(c.zyx, lo))
         return NoduleInput(vol, work, lm, box, lb, cands)  # type: ignore[arg-type]
@@ -258,6 +264,17 @@ class NodulePipeline:
                  ) -> dict[str, Any]:
         x = self.pre_process(vol, lungs, lobes)
         return self.post_process(self.predict(x), x)
+
+
+def canonical(v: CTVolume, code: str = WORK_ORIENTATION) -> CTVolume:
+    """``v`` with its array axes permuted/flipped to ``code`` (the same physical grid points;
+    SimpleITK DICOMOrient); returned unchanged when already so."""
+    import SimpleITK as sitk
+
+    img = v.to_sitk()
+    if sitk.DICOMOrientImageFilter_GetOrientationFromDirectionCosines(img.GetDirection()) == code:
+        return v
+    return CTVolume.from_sitk(sitk.DICOMOrient(img, code), v.meta)
 
 
 def sphere_mask(zyx, radius_mm: float, spacing, shape) -> tuple[np.ndarray, tuple[slice, ...]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from models.ct.blobs import closed_lungs, detect, segment_blob
 from models.ct.nodules import FPR_PATCH, candidate_patches, normalise
@@ -65,15 +66,17 @@ def test_closed_lungs_takes_in_a_wall_notch():
     assert not closed[0, 0, 0]
 
 
-def test_candidate_patches_centre_and_edge_padding():
+def test_candidate_patches_centre_and_mirror_padding():
     hu = np.full((20, 20, 20), -1000.0, np.float32)
     hu[10, 10, 10] = 400.0
     p = candidate_patches(hu, np.array([[10.2, 9.8, 10.0], [0.0, 0.0, 0.0]]))
     assert p.shape == (2, FPR_PATCH, FPR_PATCH, FPR_PATCH)
     assert p[0, FPR_PATCH // 2, FPR_PATCH // 2, FPR_PATCH // 2] == pytest.approx(1.0)
     lo = normalise(np.full(1, -1000.0))[0]
-    assert np.allclose(p[1][:16, :16, :16], lo)  # edge padding of the air corner
-    assert p[1][26, 26, 26] == pytest.approx(1.0) and (p[1] > lo).sum() == 1
+    assert p[1][26, 26, 26] == pytest.approx(1.0)
+    # mirrored at the border: voxel 10 reappears at -11 (patch index 5) along each axis
+    assert p[1][5, 5, 5] == pytest.approx(1.0) and p[1][5, 26, 26] == pytest.approx(1.0)
+    assert (p[1] > lo).sum() == 8
 
 
 def test_fpr_sampler_and_classifier_export(tmp_path):
@@ -101,3 +104,74 @@ def test_fpr_sampler_and_classifier_export(tmp_path):
     assert info["iterations"] == 2 and (tmp_path / "model.pt").is_file()
     res = export_onnx(net, tmp_path / "fpr.onnx", 1, FPR_PATCH, x1[None, None])
     assert res["parity_max_abs_diff"] < 1e-3
+
+
+def _chest(shape=(40, 64, 64)):
+    """Air-free body with a lung block (-850 HU) and soft tissue (40 HU) around it."""
+    rng = np.random.default_rng(1)
+    hu = (40 + rng.normal(0, 10, shape)).astype(np.float32)
+    lungs = np.zeros(shape, bool)
+    lungs[:, 8:56, 8:56] = True
+    hu[lungs] = -850 + rng.normal(0, 15, int(lungs.sum()))
+    return hu, lungs
+
+
+def test_juxtapleural_pass_finds_a_wall_nodule():
+    from models.ct.blobs import lung_candidates
+
+    hu, lungs = _chest()
+    # ground-glass nodule half in the chest wall (x = 8 is the pleura): a shoulder on the wall
+    spec = NoduleSpec((20.0, 32.0, 8.0), 9.0, "ground-glass", -550.0, 0.0, (1.0, 1.0, 1.0), 0.0, 5)
+    hu2, m = insert_nodule(hu, (1.5, 1.5, 1.5), spec)
+    hu2[~lungs] = hu[~lungs]  # the wall stays wall
+    c = np.argwhere(m & lungs).mean(0)
+
+    def best(cands):
+        near = [k.response for k in cands if np.linalg.norm((np.asarray(k.zyx) - c) * 1.5) <= 3.0]
+        return max(near, default=0.0)
+
+    region = ndimage.binary_dilation(lungs, iterations=3)
+    plain = detect(hu2, (1.5, 1.5, 1.5), region, floor=1.0)
+    flat = detect(hu2, (1.5, 1.5, 1.5), lungs, floor=1.0, fill_outside=True)
+    assert best(flat) > 2 * best(plain)  # the flattened wall turns the shoulder into a blob
+    both = lung_candidates(hu2, (1.5, 1.5, 1.5), lungs)
+    assert any(k.source == "juxta" and np.linalg.norm((np.asarray(k.zyx) - c) * 1.5) <= 3.0 for k in both)
+    # no juxta candidate duplicates a free-standing one
+    blob = np.array([k.zyx for k in both if k.source == "blob"]) * 1.5
+    rad = np.array([k.radius_mm for k in both if k.source == "blob"])
+    for k in both:
+        if k.source == "juxta":
+            assert (np.linalg.norm(blob - np.asarray(k.zyx) * 1.5, axis=1) >= 0.8 * rad - 1e-6).all()
+
+
+def test_nodule_cut_by_the_last_slice_is_a_candidate():
+    hu = np.full((30, 48, 48), -850.0, np.float32)
+    spec = NoduleSpec((29.0, 24.0, 24.0), 10.0, "solid", 30.0, 0.0, (1.0, 1.0, 1.0), 0.0, 2)
+    hu, m = insert_nodule(hu, (1.5, 1.5, 1.5), spec)
+    cands = detect(hu, (1.5, 1.5, 1.5), np.ones(hu.shape, bool))
+    assert cands and np.linalg.norm((np.asarray(cands[0].zyx) - (29, 24, 24)) * 1.5) <= 5.0
+
+
+def test_pipeline_reorients_to_the_training_orientation():
+    """The same physical study stored LPS (axial DICOM, the training CT) and RAS (a NIfTI
+    grid with rows and columns reversed) gives the same work array and candidates."""
+    from models.ct.nodules import WORK_ORIENTATION, NodulePipeline
+    from models.ct.volume import CTVolume
+
+    hu, lungs = _chest((30, 64, 64))
+    spec = NoduleSpec((15.0, 30.0, 20.0), 8.0, "solid", 30.0, 0.0, (1.0, 1.0, 1.0), 0.0, 4)
+    hu, _ = insert_nodule(hu, (1.5, 1.5, 1.5), spec)
+    lps = CTVolume(hu, (1.5, 1.5, 1.5), np.array([-50.0, -60.0, 100.0]), np.eye(3))
+    far = lps.voxel_to_patient([0, 63, 63])  # the RAS grid starts at the LPS grid's last row/column
+    ras = CTVolume(np.ascontiguousarray(hu[:, ::-1, ::-1]), (1.5, 1.5, 1.5), far, np.diag([-1.0, -1.0, 1.0]))
+    pipe = NodulePipeline(model=object())
+    a = pipe.pre_process(lps, lungs=lungs)
+    b = pipe.pre_process(ras, lungs=np.ascontiguousarray(lungs[:, ::-1, ::-1]))
+    assert WORK_ORIENTATION == "LPS"
+    assert np.allclose(b.work.direction, np.eye(3)) and np.allclose(a.work.origin, b.work.origin)
+    assert np.allclose(a.work.hu, b.work.hu)
+    pa = sorted(tuple(np.round(a.work.voxel_to_patient(c.zyx), 1)) for c in a.candidates)
+    pb = sorted(tuple(np.round(b.work.voxel_to_patient(c.zyx), 1)) for c in b.candidates)
+    assert pa and pa == pb
+    near = [p for p in pa if np.linalg.norm(np.asarray(p) - lps.voxel_to_patient((15, 30, 20))) < 4]
+    assert near

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from models.card import ModelCard, sha256_file
-from models.ct.nodules import FPR_PATCH, MODEL_NAME, TTA_FLIPS, NodulePipeline, candidate_patches
+from models.ct.nodules import FPR_PATCH, MODEL_NAME, TTA_FLIPS, WORK_ORIENTATION, NodulePipeline, candidate_patches
+from models.ct.volume import resample_mask
 from models.session import OrtModel
 from training.ct.data import LungVolume, nodule_case, nodule_volumes
 from training.ct.export import export_onnx, training_record
@@ -34,7 +35,15 @@ from training.ct.networks import fpr_cnn
 
 logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
-VERSION = "1.0.0"
+VERSION = "1.1.0"
+
+
+def labels_on_work(labels: np.ndarray, vol, work) -> np.ndarray:
+    """The case's label map on the pipeline's work grid (the pipeline may reorient or
+    resample the study; nearest neighbour, same physical positions)."""
+    same = (labels.shape == work.shape and np.allclose(vol.direction, work.direction)
+            and np.allclose(vol.origin, work.origin) and np.allclose(vol.spacing, work.spacing))
+    return labels if same else resample_mask(labels, vol, work)
 
 
 def candidate_hits(x, labels: np.ndarray, specs: list[dict]) -> list[int | None]:
@@ -73,6 +82,7 @@ def evaluate(pipe: NodulePipeline, sets: dict, n_cases: dict[str, int]) -> tuple
             prob = pipe.predict(x)
             res = pipe.post_process(prob, x)
             t_total += time.time() - t
+            labels = labels_on_work(labels, vol, x.work)
             n_cand.append(len(x.candidates))
             hits = candidate_hits(x, labels, specs)
             cases.append(list(zip(prob.tolist(), hits)))
@@ -123,23 +133,31 @@ def choose_threshold(pipe: NodulePipeline, sets: list[LungVolume], n_cases: int 
                      fp_per_scan: float = 1.0) -> dict:
     """Operating threshold from VALIDATION cases of the training region (seeds 5000+, each
     volume in ``sets``; never the held-out sets): the lowest probability with at most
-    ``fp_per_scan`` false positives per scan."""
+    ``fp_per_scan`` false positives per scan.  Also returns the validation FROC (for
+    comparing checkpoints without the held-out sets)."""
     fps: list[float] = []
     n = 0
+    cases: list = []
+    n_les = 0
     for lv in sets:
         for i in range(n_cases):
             rng = np.random.default_rng(seed0 + i)
             vol, labels, specs = nodule_case(lv, rng, n_nodules=2)
             x = pipe.pre_process(vol)
             prob = pipe.predict(x)
-            fps += [float(p) for p, h in zip(prob, candidate_hits(x, labels, specs)) if h is None]
+            labels = labels_on_work(labels, vol, x.work)
+            hits = candidate_hits(x, labels, specs)
+            fps += [float(p) for p, h in zip(prob, hits) if h is None]
+            cases.append(list(zip(prob.tolist(), hits)))
+            n_les += len(specs)
             n += 1
     fps.sort(reverse=True)
     k = int(fp_per_scan * n)
     thr = fps[k] + 1e-4 if len(fps) > k else 0.05
     return {"threshold": round(min(max(thr, 0.05), 0.999), 4), "validation_cases": n,
             "target_fp_per_scan": fp_per_scan,
-            "validation_seeds": f"{seed0}..{seed0 + n_cases - 1} (training region, as reconstructed and at 3 mm)"}
+            "validation_seeds": f"{seed0}..{seed0 + n_cases - 1} (training region, as reconstructed and at 3 mm)",
+            "validation_froc": froc(cases, n_les, n)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,38 +167,43 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases-volume", type=int, default=15)
     ap.add_argument("--val-cases", type=int, default=10)
     ap.add_argument("--zoo", default=str(REPO / "models" / "zoo"))
+    ap.add_argument("--version", default=VERSION)
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
     ck = Path(a.ckpt)
     net = fpr_cnn()
     net.load_state_dict(torch.load(ck / "model.pt", map_location="cpu"))
-    out_dir = Path(a.zoo) / MODEL_NAME / VERSION
+    out_dir = Path(a.zoo) / MODEL_NAME / a.version
     onnx_path = out_dir / "model.onnx"
     vs = nodule_volumes()
     tr = vs["train"]
     sample = candidate_patches(tr.vol.hu, np.array([[50.0, 60.0, 40.0], [30.0, 50.0, 80.0]]))[:, None]
     parity = export_onnx(net, onnx_path, 1, FPR_PATCH, sample)
     pipe = NodulePipeline(model=OrtModel(onnx_path, threads=1), threshold=0.5)
-    pipe.version = VERSION
+    pipe.version = a.version
     low = LungVolume(lowres_copy(tr.vol), tr.lungs)
     op = choose_threshold(pipe, [tr, low], n_cases=a.val_cases)
     pipe.threshold = op["threshold"]
     sets = {"heldout_region": (vs["heldout_region"], 10000), "heldout_volume": (vs["heldout_volume"], 20000)}
     res, measures = evaluate(pipe, sets, {"heldout_region": a.cases_region, "heldout_volume": a.cases_volume})
     card = ModelCard(
-        name=MODEL_NAME, version=VERSION, task="ct-lung-nodule-candidate-classification",
+        name=MODEL_NAME, version=a.version, task="ct-lung-nodule-candidate-classification",
         input={"name": "image", "size": FPR_PATCH, "channels": 1, "spacing_mm": [1.5, 1.5, 1.5],
+               "orientation": WORK_ORIENTATION,
                "normalisation": "HU clipped to [-1000, 400] and scaled to [0, 1]; one 32^3 patch (48 mm) centred "
-                                "on each blob candidate of models.ct.blobs.detect (edge-padded)"},
+                                "on each candidate of models.ct.blobs.lung_candidates (mirrored at the volume "
+                                "border), on the work grid reoriented to " + WORK_ORIENTATION},
         outputs={"logits": "[N, 1] nodule logit per candidate (sigmoid → probability)"},
         classes=["nodule"], thresholds={"nodule": pipe.threshold},
         training_data=("SYNTHETIC LESIONS IN ONE REAL PATIENT: positives = solid, part-solid and ground-glass "
                        "nodules (4-30 mm, lobulated, partial-volume edges) inserted into the real lungs of slices "
-                       "0-99 of the TotalSegmentator contrast CT aortic crop (1.5 mm); negatives = the blob "
-                       "candidates of that region (vessels, bifurcations, fissures, walls); the region also "
-                       "degraded to 3 mm and resampled back; flips, blur, noise. No real nodules were available; "
-                       "performance on real nodules is unmeasured."),
+                       "0-99 of the TotalSegmentator contrast CT aortic crop (1.5 mm); negatives = the candidates "
+                       "of models.ct.blobs.lung_candidates in that region (vessels, bifurcations, fissures, walls; "
+                       "free-standing and wall-flattened passes); the region also as other reconstructions (3 mm "
+                       "and 2 mm isotropic, 3 mm slices, soft kernel + noise, each resampled back to 1.5 mm); "
+                       "flips, axis permutations, blur, contrast/offset, noise; online hard-negative mining. No "
+                       "real nodules were available; performance on real nodules is unmeasured."),
         metrics={
             "heldout_synthetic": res,
             "heldout_protocol": ("held-out inserted nodules: new random seeds (10000+, 20000+) and new locations, "
@@ -194,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         sha256=sha256_file(onnx_path),
         extra={"export": parity, "training": training_record(ck), "operating_point": op,
                "network": "MONAI Convolution blocks 8-16-32-64 with max pooling, global average pooling, linear",
-               "pipeline": "models.ct.blobs.detect (multiscale Hessian dot filter) → this classifier → "
-                           "models.ct.blobs.segment_blob",
+               "pipeline": "models.ct.blobs.lung_candidates (multiscale Hessian dot filter, free-standing and "
+                           "wall-flattened passes, mirrored borders) → this classifier → models.ct.blobs.segment_blob",
                "test_time_augmentation": ({"flipped_axes_zyx": [list(f) for f in TTA_FLIPS], "score": "mean logit"}
                                           if pipe.tta else None),
                "evaluated_by": "training/ct/evaluate_nodules.py"},
