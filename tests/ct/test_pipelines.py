@@ -50,7 +50,11 @@ def test_nodule_cli_and_heldout_nodule_covered(totalseg, tmp_path):
     out = _cli("ct-nodule", tmp_path / "chest", "--json")
     assert out.returncode == 0, out.stderr
     js = json.loads(out.stdout)
-    assert js["task"] == "ct-nodule" and js["version"] == "1.0.0" and js["n_nodules"] == len(js["findings"])
+    from models.registry import Registry
+
+    served = Registry().versions("ct-nodule-fpr")[-1]  # the newest version (no active.json pointer)
+    assert served == "1.1.0"
+    assert js["task"] == "ct-nodule" and js["version"] == served and js["n_nodules"] == len(js["findings"])
     assert all(REQUIRED <= set(g) for g in js["findings"])
 
 

@@ -216,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         sha256=sha256_file(onnx_path),
         extra={"export": parity, "training": training_record(ck), "operating_point": op,
+               "candidates": {"floor": pipe.candidate_floor, "max_candidates": pipe.max_candidates,
+                              "juxta_max": pipe.juxta_max, "work_orientation": WORK_ORIENTATION},
                "network": "MONAI Convolution blocks 8-16-32-64 with max pooling, global average pooling, linear",
                "pipeline": "models.ct.blobs.lung_candidates (multiscale Hessian dot filter, free-standing and "
                            "wall-flattened passes, mirrored borders) → this classifier → models.ct.blobs.segment_blob",
