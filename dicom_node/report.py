@@ -381,7 +381,9 @@ def draft_report(
     skipped = None
     if isinstance(result, AnalysisResult):
         study_type = study_type or result.study_type
-        model = model or f"{result.model.name} {result.model.version}"
+        if not model:  # the result's model, then any other model that produced one of its findings
+            used = [result.model] + [f.algorithm for f in result.findings if f.algorithm is not None]
+            model = ", ".join(dict.fromkeys(f"{m.name} {m.version}" for m in used))
         total_agatston = total_agatston if total_agatston is not None else result.total_agatston
         skipped = result.skipped
     study_type = study_type or "cxr"

@@ -143,3 +143,17 @@ def test_ct_liver_template_puts_malignant_first():
 def test_unknown_study_type():
     with pytest.raises(ResultError, match="no report template"):
         draft_report((), study_type="mammo")
+
+
+def test_footer_names_every_model_behind_the_findings():
+    import dataclasses
+
+    from dicom_node.findings import AnalysisResult, Finding, ModelInfo
+    from dicom_node.report import draft_report
+
+    base = AnalysisResult("cxr", ModelInfo("cxr-lesions", "0.5.0"), (
+        Finding("nodule_mass", 0.9, laterality="left", zone="lower", algorithm=ModelInfo("cxr-nodule", "1.0.0")),
+        Finding("consolidation", 0.8, laterality="right", zone="middle")), abnormality=0.9)
+    assert "Model: cxr-lesions 0.5.0, cxr-nodule 1.0.0" in draft_report(base).text
+    plain = dataclasses.replace(base, findings=base.findings[1:])
+    assert "Model: cxr-lesions 0.5.0\n" in draft_report(plain).text + "\n"
