@@ -127,11 +127,17 @@ def main(argv: list[str] | None = None) -> int:
                      Path(a.out), a.budget_min * 60, a.batch,
                      lr=a.lr, seed=a.seed, max_iters=a.max_iters, pos_weight=a.pos_weight)
         info.update(lesion_frac=a.lesion_frac, phase_dropout=a.phase_dropout)
-        (Path(a.out) / "train_info.json").write_text(json.dumps(info, indent=2))
-    if a.init:
-        write_lineage(Path(a.out), Path(a.init))
-    print(json.dumps(info))
+    finish_run(Path(a.out), info, a.init)
     return 0
+
+
+def finish_run(out: Path, info: dict, init: str | None) -> None:
+    """End of a training CLI: the final ``train_info.json`` (``info`` with any additions),
+    the lineage of a fine-tuning run, and ``info`` printed as one JSON line."""
+    (out / "train_info.json").write_text(json.dumps(info, indent=2))
+    if init:
+        write_lineage(out, Path(init))
+    print(json.dumps(info))
 
 
 if __name__ == "__main__":

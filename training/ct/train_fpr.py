@@ -9,15 +9,13 @@ hardest half.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from training.ct.export import write_lineage
-from training.ct.train import budget_loop
+from training.ct.train import budget_loop, finish_run
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                      a.budget_min * 60, a.batch, lr=a.lr, seed=a.seed, max_iters=a.max_iters,
                      hard_factor=a.hard_factor)
     info["negative_candidates"] = {s.name: int(len(s.negatives)) for s in sources}
-    (Path(a.out) / "train_info.json").write_text(json.dumps(info, indent=2))
-    if a.init:
-        write_lineage(Path(a.out), Path(a.init))
-    print(json.dumps(info))
+    finish_run(Path(a.out), info, a.init)
     return 0
 
 
