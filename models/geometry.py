@@ -118,8 +118,11 @@ def reduction_factors(shape: tuple[int, int], size: int, reducing_gap: float) ->
     """The integer box-reduction factors (ky, kx) :func:`letterbox` uses for ``shape`` -> ``size``."""
     lb = Letterbox.for_shape(shape[0], shape[1], size)
     new_w, new_h = _content_wh(lb)
-    box = _source_box(lb, new_w, new_h)
-    return int((box[3] - box[1]) / new_h / reducing_gap) or 1, int((box[2] - box[0]) / new_w / reducing_gap) or 1
+    return _factors(_source_box(lb, new_w, new_h), new_w, new_h, reducing_gap)
+
+
+def _factors(box: tuple[float, float, float, float], new_w: int, new_h: int, gap: float) -> tuple[int, int]:
+    return int((box[3] - box[1]) / new_h / gap) or 1, int((box[2] - box[0]) / new_w / gap) or 1
 
 
 def letterbox(image: np.ndarray, size: int, reducing_gap: float | None = None,
@@ -155,8 +158,7 @@ def letterbox(image: np.ndarray, size: int, reducing_gap: float | None = None,
         # PIL's two-step shrink (Image.resize(reducing_gap=...)): the integer box reduction
         # is done here in numpy, straight from the caller's array (PIL would first copy the
         # full-size image into its own buffer), then PIL filters the small image
-        ky = int((box[3] - box[1]) / new_h / reducing_gap) or 1
-        kx = int((box[2] - box[0]) / new_w / reducing_gap) or 1
+        ky, kx = _factors(box, new_w, new_h, reducing_gap)
         if kx > 1 or ky > 1:
             h, w = image.shape
             if (reduced is not None and ky % reduced[1] == 0 and kx % reduced[2] == 0

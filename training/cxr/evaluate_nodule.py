@@ -28,22 +28,19 @@ from training.cxr.evaluate import SPECIFICITY, auroc_ci, nodule_auroc_by_diamete
 logger = logging.getLogger(__name__)
 
 
-def _half(images: np.ndarray) -> np.ndarray:
-    n, s, _ = images.shape
-    return images.reshape(n, s // 2, 2, s // 2, 2).mean(axis=(2, 4)).astype(np.float32)
-
-
 def score_images(lung_model, nodule_model, images: np.ndarray, lesion_model=None, batch: int = 8) -> dict[str, np.ndarray]:
     """Nodule scores (N,), maps (N,1,g,g) and supports of fine-grid images (N,512,512).
 
     Lungs come from ``lung_model`` on the 2x2-reduced grid (what the 256 pipeline grid is);
     with ``lesion_model`` the coarse model's ``nodule_mass`` score is returned as ``coarse``.
     """
+    from training.cxr.train_nodule import half_grid
+
     scores, peaks, coarse = [], [], []
     g = images.shape[-1] // NODULE_STRIDE
     for i in range(0, len(images), batch):
         fine = np.ascontiguousarray(images[i:i + batch, None], dtype=np.float32)
-        half = np.ascontiguousarray(_half(images[i:i + batch])[:, None])
+        half = np.ascontiguousarray(half_grid(images[i:i + batch])[:, None])
         lung = lung_model.run({"image": half})["lung"][:, 0]
         maps = nodule_model.run({"image": fine})["nodule"][:, 0]
         for m, lp in zip(maps, lung):

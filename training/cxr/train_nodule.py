@@ -65,12 +65,17 @@ def fine_grids(data: str | Path, lung_session, cache: str | Path | None = None) 
     return nih, openist
 
 
+def half_grid(images: np.ndarray) -> np.ndarray:
+    """2x2 means of square grids (N,S,S) -> (N,S/2,S/2) float32: the 256 grid the lung model reads."""
+    n, s, _ = images.shape
+    return images.reshape(n, s // 2, 2, s // 2, 2).mean(axis=(2, 4)).astype(np.float32)
+
+
 def predicted_lungs(lung_session, images: np.ndarray, batch: int = 16) -> np.ndarray:
     """Lung masks (N,512,512) from the 256-input lung model run on 2x2-mean reduced images."""
-    n, s, _ = images.shape
-    half = images.reshape(n, s // 2, 2, s // 2, 2).mean(axis=(2, 4)).astype(np.float32)
+    half = half_grid(images)
     out = []
-    for i in range(0, n, batch):
+    for i in range(0, len(images), batch):
         p = lung_session.run({"image": np.ascontiguousarray(half[i:i + batch, None])})["lung"][:, 0] >= 0.5
         out.append(np.repeat(np.repeat(p, 2, axis=1), 2, axis=2))
     return np.concatenate(out)
