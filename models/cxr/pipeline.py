@@ -114,10 +114,13 @@ class CxrPipeline:
         return {e.card.name: e.card.version for e in used}
 
     def prepare(self, pixels: np.ndarray) -> Prepared:
-        """Letterbox + normalise presentation values (the function training used), plus the fine grid when used."""
+        """Letterbox + normalise presentation values (the function training used), plus the fine grid when used.
+
+        The two grids are prepared on two threads when ``threads`` >= 2 (identical result).
+        """
         if self.nodule is None:
             return prepare(pixels, self.size)
-        return prepare(pixels, self.size, fine_size=self.fine_size)
+        return prepare(pixels, self.size, fine_size=self.fine_size, workers=self.threads)
 
     def pre_process(self, radiograph: Radiograph) -> Prepared:
         """:meth:`prepare` of the radiograph's pixels."""

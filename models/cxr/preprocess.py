@@ -9,6 +9,8 @@ source pixels exactly.
 """
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,19 +53,30 @@ def content_box(geometry: Letterbox, source_shape: tuple[int, int], size: int) -
     return (int(x0), int(y0), min(size, int(np.floor(x1 + 1e-6))), min(size, int(np.floor(y1 + 1e-6))))
 
 
+_SAMPLE = 4096
+_SAMPLE_STRIDE = 7919  # a prime: the sample visits every row and column phase of the image
+_BRACKET_SIGMAS = 5.0
+
+
 def _order_stats(flat: np.ndarray, ranks: list[int]) -> dict[int, float] | None:
     """Exact order statistics ``sorted(flat)[r]`` for ranks close together, or None.
 
-    A sorted subsample brackets the ranks by two values; the elements between them (a few
-    percent of the image for a tail percentile) are counted and partially sorted instead of
-    the whole image.  None when the bracket misses (the caller then sorts everything).
+    A sorted sample of :data:`_SAMPLE` values brackets the ranks by two values; the elements
+    between them (a few percent of the image for a tail percentile) are counted and
+    partially sorted instead of the whole image.  The sample takes every
+    :data:`_SAMPLE_STRIDE`-th value modulo the size (a prime stride, so it does not keep
+    picking the same columns of a row-major image, which biased a plain ``flat[::k]``
+    sample), and the bracket is :data:`_BRACKET_SIGMAS` binomial standard deviations of
+    the sample rank wide.  None when the bracket misses (the caller then sorts everything).
     """
     n = flat.size
-    step = max(1, n // 4096)
-    sample = np.sort(flat[::step])
-    m = sample.size
-    lo_i = max(int(min(ranks) / n * m) - 8, 0)
-    hi_i = min(int(max(ranks) / n * m) + 8, m - 1)
+    m = min(_SAMPLE, n)
+    idx = (np.arange(m, dtype=np.int64) * _SAMPLE_STRIDE) % n if n > m else slice(None)
+    sample = np.sort(flat[idx])
+    p_lo, p_hi = min(ranks) / n, max(ranks) / n
+    margin = int(np.ceil(_BRACKET_SIGMAS * np.sqrt(m * max(p_lo * (1 - p_lo), p_hi * (1 - p_hi))))) + 2
+    lo_i = max(int(p_lo * m) - margin, 0)
+    hi_i = min(int(p_hi * m) + margin, m - 1)
     lo_v, hi_v = sample[lo_i], sample[hi_i]
     below = int(np.count_nonzero(flat < lo_v)) if lo_i > 0 else 0
     if lo_v == hi_v:  # a run of equal values (e.g. pixels clipped by the window) around the ranks
@@ -125,23 +138,59 @@ def _grid(pixels: np.ndarray, size: int, reduced: tuple[np.ndarray, int, int] | 
     return normalize_intensity(np.asarray(grid, dtype=np.float32), box), geometry, box
 
 
-def prepare(pixels: np.ndarray, size: int = INPUT_SIZE, fine_size: int | None = None) -> Prepared:
+def _helper() -> ThreadPoolExecutor:
+    """One shared helper thread for :func:`prepare` with ``workers=2`` (created on first use)."""
+    global _HELPER
+    with _HELPER_LOCK:
+        if _HELPER is None:
+            _HELPER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cxr-prepare")
+        return _HELPER
+
+
+_HELPER: ThreadPoolExecutor | None = None
+_HELPER_LOCK = threading.Lock()
+
+
+def _box_reduce_split(pixels: np.ndarray, ky: int, kx: int, pool: ThreadPoolExecutor | None) -> np.ndarray:
+    """:func:`models.geometry.box_reduce`, the top and bottom halves at the same time when ``pool``.
+
+    The halves are split on a multiple of ``ky`` rows, so every block lies in one half and
+    the result is identical to one call (numpy releases the GIL in the sums).
+    """
+    h = pixels.shape[0]
+    cut = (h // ky) // 2 * ky
+    if pool is None or cut == 0:
+        return box_reduce(pixels, ky, kx)
+    top = pool.submit(box_reduce, pixels[:cut], ky, kx)
+    bottom = box_reduce(pixels[cut:], ky, kx)
+    return np.concatenate([top.result(), bottom])
+
+
+def prepare(pixels: np.ndarray, size: int = INPUT_SIZE, fine_size: int | None = None,
+            workers: int = 1) -> Prepared:
     """Letterbox and normalise one radiograph (H, W) of presentation values for the networks.
 
     With ``fine_size`` the same image is also prepared on that grid (``Prepared.fine``),
     normalised by the percentiles of its own content; the full-size image is box-reduced
     once for both grids (exactly what each would compute, see :func:`models.geometry.letterbox`).
+    With ``workers`` >= 2 (and a fine grid) the box reduction is split in two halves and the
+    two grids are prepared at the same time on two threads: the same arithmetic, so the
+    result is identical to ``workers=1``.
     """
     if pixels.ndim != 2:
         raise ValueError(f"expected a 2-D greyscale radiograph, got shape {pixels.shape}")
     pixels = np.asarray(pixels, dtype=np.float32)
-    fine, reduced = None, None
-    if fine_size:
-        ky, kx = reduction_factors(pixels.shape, fine_size, REDUCING_GAP)
-        if ky > 1 or kx > 1:
-            reduced = (box_reduce(pixels, ky, kx), ky, kx)
-        fine = _grid(pixels, fine_size, reduced)[0][None, None]
+    if not fine_size:
+        norm, geometry, box = _grid(pixels, size)
+        return Prepared(norm[None, None], geometry, box, (int(pixels.shape[0]), int(pixels.shape[1])))
+    pool = _helper() if workers >= 2 else None
+    reduced = None
+    ky, kx = reduction_factors(pixels.shape, fine_size, REDUCING_GAP)
+    if ky > 1 or kx > 1:
+        reduced = (_box_reduce_split(pixels, ky, kx, pool), ky, kx)
+    fine_job = pool.submit(_grid, pixels, fine_size, reduced) if pool is not None else None
     norm, geometry, box = _grid(pixels, size, reduced)
+    fine = (fine_job.result() if fine_job is not None else _grid(pixels, fine_size, reduced))[0][None, None]
     return Prepared(norm[None, None], geometry, box, (int(pixels.shape[0]), int(pixels.shape[1])), fine)
 
 

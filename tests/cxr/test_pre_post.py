@@ -155,3 +155,31 @@ def test_tail_percentiles_are_exact(kind):
          "small": rng.random(900).astype(np.float32)}[kind]
     for qs in ((1.0, 99.0), (0.5, 99.5), (50.0,), (0.0, 100.0)):
         np.testing.assert_allclose(_percentiles(x, qs), np.percentile(x.astype(np.float64), qs), atol=1e-6)
+
+
+def test_tail_sample_is_not_fooled_by_row_structure():
+    """A row-major image whose columns differ (a radiograph's left-right structure): the
+    sample that brackets a tail percentile must see every column phase, so the fast path
+    holds (a plain every-k-th sample saw one column in k and missed the bracket)."""
+    from models.cxr.preprocess import _order_stats
+
+    rng = np.random.default_rng(8)
+    cols = np.linspace(0.0, 1.0, 256, dtype=np.float32)[None, :]
+    img = (0.8 * cols + 0.05 * rng.random((256, 256), dtype=np.float32)).astype(np.float32)
+    flat = img.ravel()
+    for q in (1.0, 99.0):
+        i = int(np.floor(q / 100 * (flat.size - 1)))
+        got = _order_stats(flat, [i, i + 1])
+        assert got is not None
+        want = np.sort(flat)
+        assert got == {i: float(want[i]), i + 1: float(want[i + 1])}
+
+
+def test_prepare_on_two_threads_is_identical():
+    from models.cxr.preprocess import prepare
+
+    img = ndi_smooth(np.random.default_rng(9).random((1203, 1001)).astype(np.float32))
+    one = prepare(img, 256, fine_size=512, workers=1)
+    two = prepare(img, 256, fine_size=512, workers=2)
+    assert np.array_equal(one.tensor, two.tensor) and np.array_equal(one.fine, two.fine)
+    assert one.geometry == two.geometry and one.content == two.content
