@@ -99,16 +99,12 @@ _COLUMNS = {
 def ensure_schema(db: Database) -> None:
     """Add the pipeline's tables and columns (idempotent, additive only)."""
     db.init_schema()
-    db.conn.executescript(_TABLES.format(serial_pk="INTEGER PRIMARY KEY"))
+    db.executescript(_TABLES)
     for table, cols in _COLUMNS.items():
-        have = {r[1] for r in db.query(f"PRAGMA table_info({table})")}
+        have = db.columns(table)
         for name, kind in cols.items():
             if name not in have:
-                try:
-                    db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
-                except Exception as e:  # noqa: BLE001 - a concurrent process added it first
-                    if "duplicate column" not in str(e):
-                        raise
+                db.add_column(table, name, kind)
     db.execute("CREATE INDEX IF NOT EXISTS outbox_object ON outbox (peer, sop_instance_uid)")
 
 
@@ -197,8 +193,8 @@ def enqueue_prioritized(study: StableStudy, db: Database) -> None:
 
 
 def _root_of(db: Database) -> Path | None:
-    # the embedded index lives at <root>/index.sqlite
-    return db.path.parent if db.path.name == "index.sqlite" else None
+    # given to the Database, or the folder of the embedded <root>/index.sqlite
+    return db.root
 
 
 def wake_workers(_study: StableStudy | None = None, _db: Database | None = None) -> None:
@@ -719,7 +715,7 @@ class AnalysisService:
 
         self.config = config
         self.analysis = analysis or load_analysis_config(config.root)
-        self.db = Database(config.database_url)
+        self.db = Database(config.database_url, root=config.root)
         ensure_schema(self.db)
         self.analyzer = Analyzer(config, self.db, self.analysis)
         self.pool = LocalWorkerPool(self.analyzer, self.analysis.workers, self.analysis.poll_interval_s)
@@ -795,7 +791,7 @@ def analyze_study(config: NodeConfig, study_uid: str, analysis: AnalysisConfig |
     The same jobs as the worker pool (a running ``serve`` may take some of them; this
     waits for those).  Content already analysed is not analysed again.
     """
-    db = Database(config.database_url)
+    db = Database(config.database_url, root=config.root)
     try:
         ensure_schema(db)
         rows = db.query("SELECT study_uid FROM studies WHERE study_uid = ?", (study_uid,))

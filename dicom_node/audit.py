@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import time
 from typing import Any
 
@@ -31,7 +30,7 @@ class Audit:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def record(self, event: str, actor: str = "", conn: sqlite3.Connection | None = None, **detail: Any) -> None:
+    def record(self, event: str, actor: str = "", conn: Any = None, **detail: Any) -> None:
         """Append ``event`` (inside ``conn``'s open transaction when given)."""
         target = conn if conn is not None else self.db.conn
         target.execute(

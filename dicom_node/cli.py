@@ -32,7 +32,7 @@ def _services(args: argparse.Namespace, **overrides: Any) -> tuple[Any, Any]:
     from dicom_node.db import Database
 
     config = load_config(args.root, overrides=overrides)
-    db = Database(config.database_url)
+    db = Database(config.database_url, root=config.root)
     db.init_schema()
     return config, db
 

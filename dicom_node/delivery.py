@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dicom_node.db import Database
-from dicom_node.errors import NodeError, PeerError
+from dicom_node.errors import ConfigError, NodeError, PeerError
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,12 @@ class Delivery:
         return int(cur.rowcount)
 
     def _root(self) -> Path:
-        return self.db.path.parent
+        root = self.db.root
+        if root is None:
+            if self.db.path is None:
+                raise ConfigError("the archive root of this index is unknown: give Database(url, root=...)")
+            root = self.db.path.parent
+        return root
 
     def claim_due(self, now: float | None = None, limit: int = 200) -> list[dict[str, Any]]:
         """Mark due pending items ``sending`` and return them."""
@@ -108,7 +113,7 @@ class Delivery:
         with self.db.transaction() as conn:
             rows = [dict(r) for r in conn.execute(
                 "SELECT * FROM outbox WHERE state = 'pending' AND COALESCE(next_attempt_at, 0) <= ? "
-                "ORDER BY next_attempt_at, id LIMIT ?", (now, limit))]
+                "ORDER BY COALESCE(next_attempt_at, 0), id LIMIT ?", (now, limit))]
             for r in rows:
                 conn.execute("UPDATE outbox SET state = 'sending', updated_at = ? WHERE id = ?", (now, r["id"]))
         return rows

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from dicom_node.db import Database
+from dicom_node.db import Database, returned_id
 from dicom_node.errors import NodeError
 from dicom_node.privacy import phi
 
@@ -37,13 +37,10 @@ KINDS = (CXR_IMAGE, CXR_REGION, CT_SERIES, CT_REGION)
 RADIOGRAPH_MODALITIES = ("CR", "DX")
 AI_SOURCE_AE = "MEDWS-AI"  # objects medws wrote itself (SR/SEG/GSPS) are not embedded
 
-_SCHEMA = {
-    "sqlite": "INTEGER PRIMARY KEY AUTOINCREMENT",  # ids are never reused (the ANN labels)
-    "postgresql": "BIGSERIAL PRIMARY KEY",
-}
+# ids are never reused (the ANN labels): {serial_pk_unique}; vectors: {blob} (db.DIALECT_TOKENS)
 _TABLE = """
 CREATE TABLE IF NOT EXISTS embeddings (
-    id {pk},
+    id {serial_pk_unique},
     item_key TEXT NOT NULL UNIQUE,
     study_uid TEXT NOT NULL,
     series_uid TEXT,
@@ -70,7 +67,7 @@ class EmbeddingStoreError(NodeError):
 
 def ensure_schema(db: Database) -> None:
     """Create the ``embeddings`` table (idempotent, additive)."""
-    db.conn.executescript(_TABLE.format(pk=_SCHEMA["sqlite"], blob="BLOB"))
+    db.executescript(_TABLE)
 
 
 @dataclass(frozen=True)
@@ -132,11 +129,12 @@ def upsert(conn: Any, row: EmbeddingRow) -> int:
     conn.execute("DELETE FROM embeddings WHERE item_key = ?", (row.item_key,))
     cur = conn.execute(
         "INSERT INTO embeddings (item_key, study_uid, series_uid, sop_instance_uid, kind, modality, label, box, "
-        "model_name, model_version, dim, vector, source_key, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "model_name, model_version, dim, vector, source_key, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+        "RETURNING id",
         (row.item_key, row.study_uid, row.series_uid, row.sop_instance_uid, row.kind, row.modality, row.label,
          json.dumps(list(row.box)) if row.box is not None else None, row.model_name, row.model_version,
          int(row.vector.shape[0]), to_blob(row.vector), row.source_key, time.time()))
-    return int(cur.lastrowid)
+    return returned_id(cur)
 
 
 def rows_for(db: Database, study_uid: str) -> list[dict[str, Any]]:

@@ -3,9 +3,9 @@
 States: ``queued`` -> ``running`` -> ``done`` | ``failed`` (a retryable failure goes
 back to ``queued`` until ``max_attempts``).  A job is unique per (study, task,
 content key), so the same content is never queued twice.  :meth:`JobQueue.claim` is
-atomic (``BEGIN IMMEDIATE`` on SQLite; ``FOR UPDATE SKIP LOCKED`` would be the
-PostgreSQL form), and :meth:`JobQueue.requeue_running` at start-up leaves no job
-stuck after a crash.
+atomic (:meth:`Database.transaction`: ``BEGIN IMMEDIATE`` on SQLite, the advisory
+write lock on PostgreSQL), and :meth:`JobQueue.requeue_running` at start-up leaves no
+job stuck after a crash.
 """
 from __future__ import annotations
 

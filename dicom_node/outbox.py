@@ -9,7 +9,7 @@ import logging
 import time
 from pathlib import Path
 
-from dicom_node.db import Database
+from dicom_node.db import Database, returned_id
 
 logger = logging.getLogger(__name__)
 
@@ -28,10 +28,10 @@ class Outbox:
         now = time.time()
         cur = self.db.execute(
             "INSERT INTO outbox (peer, path, kind, study_uid, sop_instance_uid, state, next_attempt_at, created_at, "
-            "updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+            "updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?) RETURNING id",
             (peer, str(path), kind, study_uid, sop_instance_uid, now, now, now),
         )
-        return int(cur.lastrowid or 0)
+        return returned_id(cur)
 
     def counts(self) -> dict[str, int]:
         """Number of items per state (every state present, zero included)."""

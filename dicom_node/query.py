@@ -63,9 +63,18 @@ _RANK = {lvl: n for n, lvl in enumerate(LEVELS)}
 _IGNORED = {"QueryRetrieveLevel", "SpecificCharacterSet", "RetrieveAETitle", "TimezoneOffsetFromUTC"}
 
 
+def _escape(value: str) -> str:
+    """``value`` as a literal LIKE pattern (escape character ``\\``)."""
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _like(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped.replace("*", "%").replace("?", "_")
+    """A DICOM wildcard value (``*``, ``?``; PS3.4 C.2.2.2.4) as a LIKE pattern.
+
+    The LIKE conditions state ``ESCAPE`` and compare ``LOWER()`` of both sides, so they
+    match the same on SQLite (LIKE ignores ASCII case, has no default escape) and
+    PostgreSQL (LIKE is case-sensitive, backslash is its default escape)."""
+    return _escape(value).replace("*", "%").replace("?", "_")
 
 
 def _condition(attr: _Attr, value: str) -> tuple[str, list[Any]]:
@@ -86,15 +95,15 @@ def _condition(attr: _Attr, value: str) -> tuple[str, list[Any]]:
         return " AND ".join(parts) or "1 = 1", params
     if attr.kind == "multi":
         mods = [m.strip() for m in value.split("\\") if m.strip()]
-        ors = " OR ".join(f"('\\' || {col} || '\\') LIKE ?" for _ in mods)
-        return f"({ors})", [f"%\\{m}\\%" for m in mods]
+        ors = " OR ".join(f"LOWER('\\' || {col} || '\\') LIKE LOWER(?) ESCAPE '\\'" for _ in mods)
+        return f"({ors})", [f"%\\\\{_escape(m)}\\\\%" for m in mods]
     if attr.kind in ("int", "count"):
         try:
             return f"{col} = ?", [int(value)]
         except ValueError as e:
             raise QueryError(f"{value!r} is not a number") from e
     if "*" in value or "?" in value:
-        return f"{col} LIKE ? ESCAPE '\\'", [_like(value)]
+        return f"LOWER({col}) LIKE LOWER(?) ESCAPE '\\'", [_like(value)]
     return f"{col} = ?", [value]
 
 
@@ -121,7 +130,7 @@ def build_query(identifier: dict[str, Any]) -> tuple[str, list[Any], str, list[s
     unique = {"STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID", "IMAGE": "SOPInstanceUID"}[level]
     if unique not in keys:
         keys.append(unique)
-    cols = ", ".join(f"{ATTRIBUTES[k].column} AS {k}" for k in keys)
+    cols = ", ".join(f'{ATTRIBUTES[k].column} AS "{k}"' for k in keys)  # quoted: case kept (PostgreSQL)
     sql = f"SELECT {cols} FROM studies s JOIN patients p ON p.patient_id = s.patient_id"
     if _RANK[level] >= 1:
         sql += " JOIN series se ON se.study_uid = s.study_uid"

@@ -268,7 +268,7 @@ class Node:
     def __init__(self, config: NodeConfig, hooks: list[StableHook] | None = None, run_stability: bool = True) -> None:
         self.config = config
         config.dicom_dir.mkdir(parents=True, exist_ok=True)
-        self.db = Database(config.database_url)
+        self.db = Database(config.database_url, root=config.root)
         self.db.init_schema()
         self.audit = Audit(self.db)
         self.peers = PeerRegistry(self.db, self.audit)

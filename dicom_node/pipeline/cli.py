@@ -16,7 +16,7 @@ def _db(args: argparse.Namespace) -> tuple[Any, Any]:
     from dicom_node.db import Database
 
     config = load_config(args.root)
-    db = Database(config.database_url)
+    db = Database(config.database_url, root=config.root)
     ensure_schema(db)
     return config, db
 

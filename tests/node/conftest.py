@@ -1,4 +1,8 @@
-"""Fixtures of the DICOM node tests: a temporary root, an in-process node."""
+"""Fixtures of the DICOM node tests: a temporary root, an in-process node.
+
+The index is SQLite unless a test parametrizes ``backend`` with ``"postgresql"``
+(``@pytest.mark.parametrize("backend", BACKENDS)``): ``config`` then points at a fresh
+database on a PostgreSQL server started once per session (tests.support.postgres)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -11,6 +15,40 @@ from dicom_node.db import Database
 from dicom_node.scp import Node
 
 TEST_AE = "TESTSCU"
+#: index backends of the tests that run on both
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture
+def backend() -> str:
+    """The index backend (``sqlite``; tests parametrize it to run on PostgreSQL too)."""
+    return "sqlite"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[object]:
+    """A PostgreSQL server for the session (skips when PostgreSQL is not installed)."""
+    pytest.importorskip("psycopg", reason="psycopg 3 is not installed")
+    from tests.support.postgres import SEARCH, PostgresServer, find_bin_dir
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip(f"PostgreSQL server binaries (initdb, pg_ctl) not found in PATH or {SEARCH}")
+    server = PostgresServer(bin_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def db_url(backend: str, request: pytest.FixtureRequest) -> str:
+    """``""`` (the embedded SQLite default) or the URL of a fresh PostgreSQL database."""
+    if backend == "sqlite":
+        return ""
+    assert backend == "postgresql", backend
+    return request.getfixturevalue("postgres_server").create_database()
 
 
 @pytest.fixture
@@ -21,14 +59,14 @@ def node_root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def config(node_root: Path) -> NodeConfig:
+def config(node_root: Path, db_url: str) -> NodeConfig:
     return load_config(node_root, overrides={"host": "127.0.0.1", "port": 0, "quiet_period_s": 0.5,
-                                             "ae_title": "MEDWS"}, env={})
+                                             "ae_title": "MEDWS", "db_url": db_url or None}, env={})
 
 
 @pytest.fixture
 def db(config: NodeConfig) -> Iterator[Database]:
-    database = Database(config.database_url)
+    database = Database(config.database_url, root=config.root)
     database.init_schema()
     yield database
     database.close()

@@ -18,6 +18,7 @@ from dicom_node.errors import (
     SOPClassMismatchError,
     TooLargeError,
 )
+from tests.node.conftest import BACKENDS
 
 
 def _split(path: Path) -> tuple[bytes, pydicom.dataset.FileMetaDataset]:
@@ -38,6 +39,7 @@ def archive(config, db) -> Archive:
     return Archive(config, db)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_store_writes_bytes_as_received_and_indexes(archive: Archive, ct_files: list[Path]) -> None:
     result = _store(archive, ct_files[0])
     assert result.outcome is StoreOutcome.STORED
@@ -65,6 +67,7 @@ def test_every_common_transfer_syntax_is_stored_unchanged(archive: Archive, name
     assert archive.db.query("SELECT transfer_syntax_uid FROM instances")[0][0] == _split(path)[1].TransferSyntaxUID
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_identical_duplicate_is_success_without_second_copy(archive: Archive, ct_files: list[Path]) -> None:
     first = _store(archive, ct_files[0])
     mtime = first.path.stat().st_mtime_ns
@@ -83,6 +86,7 @@ def _modified(path: Path, tmp_path: Path) -> Path:
     return out
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_different_duplicate_keeps_newest_and_audits(archive: Archive, ct_files: list[Path], tmp_path: Path) -> None:
     _store(archive, ct_files[0])
     changed = _modified(ct_files[0], tmp_path)
@@ -185,6 +189,7 @@ def test_write_error_is_out_of_resources_and_nothing_indexed(archive: Archive, c
     assert _store(archive, ct_files[3]).outcome is StoreOutcome.STORED  # and the next one works
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_reconcile_repairs_after_crash(archive: Archive, ct_files: list[Path]) -> None:
     kept = _store(archive, ct_files[4])
     lost_row = _store(archive, ct_files[5])

@@ -9,7 +9,7 @@ from pydicom.data import get_testdata_file
 
 from dicom_node.scp import Node
 from tests.conftest import get_port
-from tests.node.conftest import TEST_AE
+from tests.node.conftest import BACKENDS, TEST_AE
 from tests.support import dcmtk
 
 
@@ -28,6 +28,7 @@ def test_echoscu_unregistered_is_rejected(node: Node) -> None:
     assert "Calling AE Title Not Recognized" in proc.stderr + proc.stdout
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_storescu_then_findscu_getscu_movescu(node: Node, ct_files: list[Path], tmp_path: Path) -> None:
     proc = dcmtk.run("storescu", *_addr(node), *[str(p) for p in ct_files[:6]])
     assert proc.returncode == 0, proc.stderr

@@ -8,6 +8,9 @@ import pytest
 from dicom_node.db import Database
 from dicom_node.errors import JobError
 from dicom_node.jobs import JobQueue
+from tests.node.conftest import BACKENDS
+
+pytestmark = pytest.mark.parametrize("backend", BACKENDS)  # SQLite and PostgreSQL index
 
 
 def test_enqueue_is_unique_per_content(db: Database) -> None:

@@ -9,6 +9,9 @@ from pydicom.data import get_testdata_file
 from dicom_node import samples
 from dicom_node.archive import Archive
 from dicom_node.query import QueryError, find, instance_rows
+from tests.node.conftest import BACKENDS
+
+pytestmark = pytest.mark.parametrize("backend", BACKENDS)  # SQLite and PostgreSQL index
 
 
 @pytest.fixture

@@ -1,0 +1,100 @@
+"""A throw-away PostgreSQL server for tests: the system's ``initdb`` / ``pg_ctl`` in a
+temporary folder, listening on 127.0.0.1 with an OS-chosen port, trust auth.
+
+``initdb`` refuses to run as root; as root the server runs as ``nobody`` (the folder is
+handed to that user).  fsync is off: the data dies with the test session.
+"""
+from __future__ import annotations
+
+import glob
+import itertools
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from tests.conftest import get_port
+
+SEARCH = "/usr/lib/postgresql/*/bin"
+_names = itertools.count(1)
+
+
+def find_bin_dir() -> Path | None:
+    """The folder holding ``initdb`` and ``pg_ctl``: from PATH, else the newest
+    ``/usr/lib/postgresql/<version>/bin``; ``None`` when PostgreSQL is not installed."""
+    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    if initdb and pg_ctl and Path(initdb).parent == Path(pg_ctl).parent:
+        return Path(initdb).parent
+
+    def version(d: str) -> tuple[int, ...]:
+        part = Path(d).parent.name
+        return tuple(int(x) for x in part.split(".") if x.isdigit())
+
+    for d in sorted(glob.glob(SEARCH), key=version, reverse=True):
+        if (Path(d) / "initdb").is_file() and (Path(d) / "pg_ctl").is_file():
+            return Path(d)
+    return None
+
+
+class PostgresServer:
+    """One PostgreSQL cluster; :meth:`start`, :meth:`create_database`, :meth:`stop`."""
+
+    def __init__(self, bin_dir: Path) -> None:
+        self.bin_dir = bin_dir
+        self.port = 0
+        self.user: str | None = None
+        if os.geteuid() == 0:
+            self.user = "nobody"
+        base = "/tmp" if os.path.isdir("/tmp") else None  # a folder the server user can reach
+        self.dir = Path(tempfile.mkdtemp(prefix="medws-pg-", dir=base))
+        self.data = self.dir / "data"
+        self.log = self.dir / "server.log"
+
+    def _run(self, args: Sequence[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        kw: dict = {}
+        if self.user is not None:
+            pw = pwd.getpwnam(self.user)
+            kw = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+        return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout,
+                              cwd=self.dir, env={**os.environ, "LC_ALL": "C", "LANG": "C"}, **kw)
+
+    def start(self) -> None:
+        if self.user is not None:
+            pw = pwd.getpwnam(self.user)
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        os.chmod(self.dir, 0o700)
+        proc = self._run([self.bin_dir / "initdb", "-D", self.data, "-A", "trust", "-U", "postgres",
+                          "-E", "UTF8", "--no-locale", "--no-sync"])
+        if proc.returncode != 0:
+            raise RuntimeError(f"initdb failed: {proc.stderr or proc.stdout}")
+        for _attempt in range(3):  # the OS-chosen port may be taken between choice and bind
+            self.port = get_port()
+            opts = (f"-h 127.0.0.1 -p {self.port} -k {self.dir} -F -c full_page_writes=off "
+                    "-c synchronous_commit=off -c max_connections=200")
+            proc = self._run([self.bin_dir / "pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "30",
+                              "-o", opts, "start"])
+            if proc.returncode == 0:
+                return
+        log = self.log.read_text(errors="replace")[-2000:] if self.log.is_file() else ""
+        raise RuntimeError(f"PostgreSQL did not start: {proc.stderr or proc.stdout}\n{log}")
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def create_database(self) -> str:
+        """A new empty database; returns its URL."""
+        import psycopg
+
+        name = f"medws_test_{os.getpid()}_{next(_names)}"
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def stop(self) -> None:
+        try:
+            self._run([self.bin_dir / "pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop"])
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
