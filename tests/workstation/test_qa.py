@@ -116,3 +116,21 @@ def test_messages_in_korean():
     crit = qa.run_checks("좌측 기흉.", [Finding("pneumothorax", "left", "accepted", None, "#1")], lang="ko")
     assert "전달 기록" in crit[0].message
     assert qa.run_checks("Right pleural effusion.", FINDINGS, lang="xx")[0].format().startswith("[BLOCKS SIGNING]")
+
+
+@pytest.mark.parametrize("lang,text,words", [
+    ("en", "Right pleural effusion. Left pleural effusion. 15 mm right nodule. No pneumothorax.",
+     ("#4", "rejected", "#1", "left")),
+    ("ko", "우측 흉수. 좌측 흉수. 우상엽 15 mm 결절. 기흉은 없습니다.", ("#4", "기각", "#1", "좌측")),
+])
+def test_laterality_names_the_rejected_finding_on_that_side(lang, text, words):
+    """The draft still describes the right effusion the radiologist rejected, beside the
+    accepted left one: the blocking message names the rejected finding, not only the side."""
+    findings = FINDINGS + [Finding("pleural_effusion", "right", "rejected", None, "#4")]
+    msgs = qa.run_checks(text, findings, lang=lang)
+    lat = [m for m in msgs if m.check == "laterality"]
+    assert len(lat) == 1 and lat[0].blocking and lat[0].finding == "#4"
+    assert all(w in lat[0].message for w in words), lat[0].message
+    # without the rejected finding the message is the plain side mismatch
+    plain = [m for m in qa.run_checks(text, FINDINGS, lang=lang) if m.check == "laterality"]
+    assert len(plain) == 1 and "#4" not in plain[0].message and plain[0].finding == "#1"

@@ -249,6 +249,8 @@ def _accepted(findings: Iterable[QAFinding]) -> list[QAFinding]:
 MESSAGES: dict[str, dict[str, str]] = {
     "en": {
         "laterality": "text says {side} {name}, but the accepted finding {desc} is on the {fside} side",
+        "laterality_rejected": "text says {side} {name}, but that finding {rejected} was rejected; "
+                               "the accepted finding {desc} is on the {fside} side",
         "unmentioned": "accepted finding {desc} is not mentioned in the report",
         "rejected": "text reports {name}, but the {name} finding {ref} was rejected",
         "never": "text reports {name}, but no {name} was found by the AI or added by hand "
@@ -261,6 +263,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     },
     "ko": {
         "laterality": "본문은 {side} {name}(으)로 기술했으나 채택된 소견 {desc}은(는) {fside}입니다",
+        "laterality_rejected": "본문은 {side} {name}(으)로 기술했으나 해당 소견 {rejected}은(는) 기각되었고 "
+                               "채택된 소견 {desc}은(는) {fside}입니다",
         "unmentioned": "채택된 소견 {desc}이(가) 보고서에 언급되지 않았습니다",
         "rejected": "본문에 {name}이(가) 기술되어 있으나 {name} 소견 {ref}은(는) 기각되었습니다",
         "never": "본문에 {name}이(가) 기술되어 있으나 AI가 찾지 않았고 직접 추가되지도 않았습니다 "
@@ -319,9 +323,15 @@ def check_laterality(text: str, findings: Sequence[QAFinding], lang: str = "en")
             continue
         f = same[0]
         fside = "/".join(_side(x, lang) for x in sorted(x for x in sides if x))
-        out.append(QAMessage("laterality", _msg(lang, "laterality", side=_side(m.side, lang),
-                                                name=_name(m.label, lang), desc=_describe(f, lang), fside=fside),
-                             m.line, m.start, m.end, m.quote, f.ref))
+        kw = {"side": _side(m.side, lang), "name": _name(m.label, lang), "desc": _describe(f, lang), "fside": fside}
+        # the text still describes a finding on that side that the radiologist rejected:
+        # name it, so the fix (drop the line or re-accept) is plain
+        rejected = [r for r in findings if canonical(r.label) == m.label and r.status == "rejected"
+                    and r.laterality == m.side]
+        text_ = (_msg(lang, "laterality_rejected", rejected=_describe(rejected[0], lang), **kw) if rejected
+                 else _msg(lang, "laterality", **kw))
+        out.append(QAMessage("laterality", text_, m.line, m.start, m.end, m.quote,
+                             rejected[0].ref if rejected else f.ref))
     return out
 
 
