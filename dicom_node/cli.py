@@ -46,6 +46,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from dicom_node.config import default_root, write_default_config
+    from dicom_node.db import redact_url
 
     root = Path(args.root) if args.root else default_root()
     root.mkdir(parents=True, exist_ok=True)
@@ -53,7 +54,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     config, db = _services(argparse.Namespace(root=str(root)))
     config.dicom_dir.mkdir(parents=True, exist_ok=True)
     db.close()
-    print(f"initialised {root} (settings: {cfg}, index: {config.database_url})")
+    print(f"initialised {root} (settings: {cfg}, index: {redact_url(config.database_url)})")
     return 0
 
 

@@ -206,6 +206,16 @@ def dialect_sql(sql: str, dialect: str) -> str:
     return sql.format(**tokens)
 
 
+def redact_url(url: str) -> str:
+    """``url`` with its password (``scheme://user:PASSWORD@host``) replaced by ``***``,
+    for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+
+
 def dialect_of(url: str) -> str:
     """``sqlite`` or ``postgresql`` for a database URL (:class:`ConfigError` otherwise)."""
     if url.startswith("sqlite:///"):
@@ -213,7 +223,7 @@ def dialect_of(url: str) -> str:
     if url.startswith(_PG_SCHEMES):
         return "postgresql"
     raise ConfigError(
-        f"database URL {url!r} is not supported; use sqlite:///PATH or postgresql://USER@HOST:PORT/DBNAME "
+        f"database URL {redact_url(url)!r} is not supported; use sqlite:///PATH or postgresql://USER@HOST:PORT/DBNAME "
         "(see docs/node.md)"
     )
 

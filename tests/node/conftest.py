@@ -13,42 +13,10 @@ import pytest
 from dicom_node.config import NodeConfig, load_config
 from dicom_node.db import Database
 from dicom_node.scp import Node
+# index backends: fixtures ``backend`` (default sqlite), ``postgres_server``, ``db_url``
+from tests.support.postgres import BACKENDS, backend, db_url, postgres_server  # noqa: F401
 
 TEST_AE = "TESTSCU"
-#: index backends of the tests that run on both
-BACKENDS = ("sqlite", "postgresql")
-
-
-@pytest.fixture
-def backend() -> str:
-    """The index backend (``sqlite``; tests parametrize it to run on PostgreSQL too)."""
-    return "sqlite"
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[object]:
-    """A PostgreSQL server for the session (skips when PostgreSQL is not installed)."""
-    pytest.importorskip("psycopg", reason="psycopg 3 is not installed")
-    from tests.support.postgres import SEARCH, PostgresServer, find_bin_dir
-
-    bin_dir = find_bin_dir()
-    if bin_dir is None:
-        pytest.skip(f"PostgreSQL server binaries (initdb, pg_ctl) not found in PATH or {SEARCH}")
-    server = PostgresServer(bin_dir)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def db_url(backend: str, request: pytest.FixtureRequest) -> str:
-    """``""`` (the embedded SQLite default) or the URL of a fresh PostgreSQL database."""
-    if backend == "sqlite":
-        return ""
-    assert backend == "postgresql", backend
-    return request.getfixturevalue("postgres_server").create_database()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import get_port
+from tests.node.conftest import BACKENDS
 from tests.support.dcmtk import wait_port
 
 
@@ -47,15 +48,17 @@ def test_echo_unreachable_peer_fails_cleanly(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "cannot associate" in proc.stderr
 
 
-def test_serve_receives_and_stops_cleanly_on_sigterm(tmp_path: Path, ct_files: list[Path]) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_serve_receives_and_stops_cleanly_on_sigterm(tmp_path: Path, ct_files: list[Path], db_url: str) -> None:
     root = tmp_path / "root"
-    medws("node", "init", "--root", str(root))
+    env = {"MEDWS_DB_URL": db_url} if db_url else {}  # PostgreSQL: two acceptor processes share its index
+    medws("node", "init", "--root", str(root), env=env)
     medws("node", "peers", "add", "me", "--ae-title", "SENDER", "--host", "127.0.0.1", "--port", "104",
-          "--root", str(root))
+          "--root", str(root), env=env)
     port = get_port()
     proc = subprocess.Popen([sys.executable, "-m", "medws", "node", "serve", "--root", str(root), "--host", "127.0.0.1",
                              "--port", str(port), "--ae-title", "MEDWS", "--quiet-period", "0.5", "--workers", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
     try:
         wait_port(port, timeout=30)
         from tests.support import dcmtk
@@ -65,7 +68,7 @@ def test_serve_receives_and_stops_cleanly_on_sigterm(tmp_path: Path, ct_files: l
         assert sent.returncode == 0, sent.stderr
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            status = json.loads(medws("node", "status", "--root", str(root), "--json").stdout)
+            status = json.loads(medws("node", "status", "--root", str(root), "--json", env=env).stdout)
             if status["study_states"].get("stable") == 1 and sum(status["jobs"].values()) >= 1:
                 break
             time.sleep(0.3)
@@ -78,6 +81,7 @@ def test_serve_receives_and_stops_cleanly_on_sigterm(tmp_path: Path, ct_files: l
     assert proc.returncode == 0, err
     assert json.loads(out.splitlines()[0])["event"] == "listening"
     assert not (root / "run" / "node.json").exists()
+    assert (root / "index.sqlite").exists() == (not db_url)
 
 
 def _statuses(stdout: str) -> list[dict]:

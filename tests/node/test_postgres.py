@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from dicom_node.archive import Archive
-from dicom_node.db import SCHEMA, Database, dialect_of, returned_id, to_pyformat
+from dicom_node.db import SCHEMA, Database, dialect_of, redact_url, returned_id, to_pyformat
 from dicom_node.errors import ConfigError
 from dicom_node.outbox import Outbox
 from tests.conftest import get_port
@@ -39,8 +39,11 @@ def test_url_dialects_and_errors() -> None:
     assert dialect_of("sqlite:////tmp/x/index.sqlite") == "sqlite"
     assert dialect_of("postgresql://medws@db.example:5432/medws") == "postgresql"
     assert dialect_of("postgres://medws@db.example/medws") == "postgresql"
-    with pytest.raises(ConfigError, match="not supported"):
-        Database("mysql://root@localhost/medws")
+    with pytest.raises(ConfigError, match="not supported") as e:
+        Database("mysql://root:s3cret@localhost/medws")
+    assert "s3cret" not in str(e.value)
+    assert redact_url("postgresql://medws:s3cret@db:5432/medws") == "postgresql://medws:***@db:5432/medws"
+    assert redact_url("postgresql://medws@db/medws") == "postgresql://medws@db/medws"
     db = Database("postgresql://postgres@127.0.0.1:1/none")  # nothing listens on port 1
     assert db.path is None and db.root is None
     with pytest.raises(ConfigError, match="cannot connect to the PostgreSQL index"):

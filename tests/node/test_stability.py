@@ -4,9 +4,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from dicom_node.archive import Archive
 from dicom_node.jobs import JobQueue
 from dicom_node.stability import StabilityMonitor, content_key
+from tests.node.conftest import BACKENDS
 
 
 def test_content_key_is_order_independent() -> None:
@@ -15,6 +18,7 @@ def test_content_key_is_order_independent() -> None:
     assert content_key([("1", "a")]) != content_key([("1", "c")])
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_quiet_period_late_instance_and_single_queueing(config, db, ct_files: list[Path]) -> None:
     archive = Archive(config, db)
     seen = []

@@ -9,6 +9,8 @@ import pytest
 
 from dicom_node.config import NodeConfig, load_config
 from dicom_node.db import Database
+# index backends: fixtures ``backend`` (default sqlite), ``postgres_server``, ``db_url``
+from tests.support.postgres import BACKENDS, backend, db_url, postgres_server  # noqa: F401
 
 SHARED_CR = "cxr/samples/1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
 
@@ -28,18 +30,18 @@ def cxr_models() -> None:
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> NodeConfig:
+def config(tmp_path: Path, db_url: str) -> NodeConfig:
     root = tmp_path / "root"
     root.mkdir()
     return load_config(root, overrides={"host": "127.0.0.1", "port": 0, "quiet_period_s": 0.3,
-                                        "ae_title": "MEDWS"}, env={})
+                                        "ae_title": "MEDWS", "db_url": db_url or None}, env={})
 
 
 @pytest.fixture
 def db(config: NodeConfig) -> Iterator[Database]:
     from dicom_node.analysis import ensure_schema
 
-    database = Database(config.database_url)
+    database = Database(config.database_url, root=config.root)
     ensure_schema(database)
     yield database
     database.close()

@@ -20,7 +20,7 @@ from dicom_node.delivery import Delivery, Destinations
 from dicom_node.jobs import JobQueue
 from dicom_node.peers import PeerRegistry
 from dicom_node.stability import StabilityMonitor
-from tests.pipeline.conftest import copy_as
+from tests.pipeline.conftest import BACKENDS, copy_as
 from tests.results.sources import assert_valid, dsr2xml
 
 
@@ -32,6 +32,7 @@ def _objects(db: Database, study: str, state: str = "current") -> dict[str, list
     return out
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_chest_cr_gets_sr_seg_gsps_findings_and_draft(cxr_models, config: NodeConfig, db: Database,
                                                       chest_cr: Path, tmp_path: Path) -> None:
     archive = Archive(config, db)

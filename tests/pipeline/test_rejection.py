@@ -17,7 +17,7 @@ from dicom_node.findings import ResultError
 from dicom_node.peers import PeerRegistry
 from dicom_node.rejection import REJECTION_TITLE, build_rejection_note, rejected_uids
 from tests.conftest import get_port
-from tests.pipeline.conftest import copy_as
+from tests.pipeline.conftest import BACKENDS, copy_as
 from tests.results.sources import assert_valid
 from tests.support import dcmtk
 
@@ -34,6 +34,7 @@ def _received(out_dir: Path) -> dict[str, pydicom.Dataset]:
     return {str(ds.SOPInstanceUID): ds for ds in (pydicom.dcmread(p) for p in out_dir.iterdir() if p.is_file())}
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_reanalysis_sends_a_rejection_note_for_delivered_objects(cxr_models, config: NodeConfig, db: Database,
                                                                   chest_cr: Path, tmp_path: Path) -> None:
     archive = Archive(config, db)

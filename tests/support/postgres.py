@@ -3,6 +3,11 @@ temporary folder, listening on 127.0.0.1 with an OS-chosen port, trust auth.
 
 ``initdb`` refuses to run as root; as root the server runs as ``nobody`` (the folder is
 handed to that user).  fsync is off: the data dies with the test session.
+
+Fixtures (import them into an area's conftest.py): ``backend`` is ``"sqlite"`` unless
+a test parametrizes it (``@pytest.mark.parametrize("backend", BACKENDS)``); ``db_url``
+is then ``""`` (the embedded default) or a fresh database on the session's server
+(``postgres_server``), for the area's ``config`` fixture to use as ``db_url``.
 """
 from __future__ import annotations
 
@@ -13,8 +18,10 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import get_port
 
@@ -98,3 +105,37 @@ class PostgresServer:
             self._run([self.bin_dir / "pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop"])
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+#: index backends of the tests that run on both
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture
+def backend() -> str:
+    """The index backend (``sqlite``; tests parametrize it to run on PostgreSQL too)."""
+    return "sqlite"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the session (skips when PostgreSQL is not installed)."""
+    pytest.importorskip("psycopg", reason="psycopg 3 is not installed")
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip(f"PostgreSQL server binaries (initdb, pg_ctl) not found in PATH or {SEARCH}")
+    server = PostgresServer(bin_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def db_url(backend: str, request: pytest.FixtureRequest) -> str:
+    """``""`` (the embedded SQLite default) or the URL of a fresh PostgreSQL database."""
+    if backend == "sqlite":
+        return ""
+    assert backend == "postgresql", backend
+    return request.getfixturevalue("postgres_server").create_database()
