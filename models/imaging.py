@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,12 +91,43 @@ def load_radiograph(src: str | os.PathLike | Any) -> Radiograph:
     return _from_image_file(path)
 
 
+IMAGE_SUFFIXES = frozenset({".dcm", ".dicom", ".png", ".jpg", ".jpeg"})
+
+
+def image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """The inputs of a batch: files as given, folders expanded to the images below them.
+
+    A folder contributes, recursively and in sorted order, every file with an image suffix
+    (:data:`IMAGE_SUFFIXES`, any case) or a DICOM preamble (PS3.10 7.1: ``DICM`` at byte
+    128; archives often store instances without a suffix); hidden files and folders are
+    left out.  Paths that are neither (missing files) are kept so the caller can report them.
+    """
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_dir():
+            out.append(path)
+            continue
+        for f in sorted(path.rglob("*")):
+            rel = f.relative_to(path).parts
+            if any(part.startswith(".") for part in rel) or not f.is_file():
+                continue
+            if f.suffix.lower() in IMAGE_SUFFIXES or _has_dicom_preamble(f):
+                out.append(f)
+    return out
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) >= 132 and head[128:132] == b"DICM"
+
+
 def _is_dicom_file(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(132)
-    if len(head) >= 132 and head[128:132] == b"DICM":
-        return True
-    return path.suffix.lower() in (".dcm", ".dicom")
+    return _has_dicom_preamble(path) or path.suffix.lower() in (".dcm", ".dicom")
 
 
 def _dicom_without_preamble(path: Path) -> Any:

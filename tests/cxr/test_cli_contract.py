@@ -68,3 +68,22 @@ def test_dicom_and_png_of_the_same_image_agree(cxr_data, tmp_path):
     a, b = _infer(cxr_data / DCM, png)
     for c in CLASSES:
         assert a["scores"][c] == pytest.approx(b["scores"][c], abs=0.03)
+
+
+def test_a_folder_is_read_image_by_image(cxr_data, tmp_path):
+    """``medws infer cxr FOLDER``: one record per DICOM/PNG/JPEG below it (sorted), other files left out."""
+    import shutil
+
+    folder = tmp_path / "batch"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(cxr_data / DCM, folder / "sub" / "IM0001")  # archives often store instances without a suffix
+    shutil.copy(cxr_data / "samples" / "00000001_000.png", folder / "a.png")
+    (folder / "readme.txt").write_text("not an image")
+    recs = _infer(folder)
+    assert [Path(r["path"]).relative_to(folder).as_posix() for r in recs] == ["a.png", "sub/IM0001"]
+    assert all(r["skipped"] is None for r in recs)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = subprocess.run([sys.executable, "-m", "medws", "infer", "cxr", str(empty), "--json"],
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 1 and out.stdout == "" and "no images found" in out.stderr
