@@ -315,6 +315,14 @@ def pg_row_factory(cursor: Any) -> Any:
     return make
 
 
+def _pg_param(value: Any) -> Any:
+    # PostgreSQL text cannot hold NUL: a header value padded with NULs (malformed, but
+    # received) is indexed without them instead of failing the store (the file keeps them)
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "")
+    return value
+
+
 class PgConnection:
     """One psycopg connection with the ``sqlite3.Connection`` calls the node uses:
     ``execute(sql, params)`` with ``?`` placeholders, returning a cursor
@@ -324,7 +332,13 @@ class PgConnection:
         self.raw = raw
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self.raw.execute(to_pyformat(sql), tuple(params))
+        return self.raw.execute(to_pyformat(sql), tuple(_pg_param(p) for p in params))
+
+    @property
+    def in_transaction(self) -> bool:
+        import psycopg
+
+        return self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
 
     def executescript(self, sql: str) -> None:
         """Several statements without parameters (simple-query protocol)."""
@@ -418,6 +432,9 @@ class Database:
         # a lock wait (the write lock, a row another transaction updates) fails after
         # busy_timeout_s, as SQLite's busy timeout does
         raw.execute(f"SET lock_timeout = {int(self.busy_timeout_s * 1000)}")
+        # no server-side prepared statements: a "SELECT *" prepared before another
+        # process's additive ALTER TABLE would fail ("cached plan must not change result type")
+        raw.prepare_threshold = None
         conn = PgConnection(raw)
         with self._lock:
             # a connection is a server session: close those of threads that ended
@@ -527,6 +544,8 @@ class Database:
         conn.execute("COMMIT")
 
     def _pg_transaction(self, conn: PgConnection) -> Iterator[PgConnection]:
+        if conn.in_transaction:  # PostgreSQL would only warn, and the inner COMMIT end both
+            raise RuntimeError("cannot start a transaction within a transaction")
         conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
         try:
             conn.execute("SELECT pg_advisory_xact_lock(?)", (PG_WRITE_LOCK,))

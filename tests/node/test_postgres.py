@@ -109,6 +109,15 @@ def test_failed_transaction_rolls_back(pg: Database) -> None:
             conn.execute("INSERT INTO meta (key, value) VALUES ('a', '2')")
     assert pg.query("SELECT COUNT(*) FROM meta WHERE key = 'a'")[0][0] == 0
     assert pg.query("SELECT 1")[0][0] == 1  # the connection is usable again
+    with pg.transaction():
+        with pytest.raises(RuntimeError, match="within a transaction"):  # as on SQLite: no nesting
+            with pg.transaction():
+                pass
+
+
+def test_nul_in_text_is_dropped_not_fatal(pg: Database) -> None:
+    pg.execute("INSERT INTO patients (patient_id, patient_name) VALUES (?, ?)", ("p1", "DOE^JANE\x00\x00"))
+    assert pg.query("SELECT patient_name FROM patients WHERE patient_id = 'p1'")[0][0] == "DOE^JANE"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -204,3 +213,17 @@ def test_returned_id_needs_one_row(pg: Database) -> None:
     cur = pg.execute("INSERT INTO audit (at, event) VALUES (?, 'a'), (?, 'b') RETURNING id", (1.0, 2.0))
     with pytest.raises(ValueError):
         returned_id(cur)
+
+
+def test_select_star_survives_another_process_adding_a_column(pg: Database) -> None:
+    """No server-side prepared statements: a repeated ``SELECT *`` keeps working after
+    another connection's additive ``ALTER TABLE`` (analysis.ensure_schema at start-up)."""
+    for _ in range(8):
+        assert pg.query("SELECT * FROM jobs WHERE id = ?", (1,)) == []
+    other = Database(pg.url)
+    try:
+        assert other.add_column("jobs", "extra", "TEXT") and not other.add_column("jobs", "extra", "TEXT")
+    finally:
+        other.close()
+    pg.execute("INSERT INTO jobs (study_uid, task, content_key, created_at, updated_at) VALUES ('1', 't', 'k', 0, 0)")
+    assert pg.query("SELECT * FROM jobs WHERE id = ?", (1,))[0]["extra"] is None
