@@ -183,7 +183,6 @@ DIALECT_TOKENS = {
         "blob": "BYTEA",
     },
 }
-_DIALECT_TOKENS = DIALECT_TOKENS  # former name
 
 #: ``pg_advisory_xact_lock`` key of :meth:`Database.transaction` on PostgreSQL
 #: (the one "write lock" of the index, like SQLite's; 0x6d65647773 = "medws")
@@ -300,14 +299,17 @@ class Row(tuple):
         return list(self._names)
 
 
-def pg_row_factory(cursor: Any) -> Any:
-    """psycopg row factory making :class:`Row` s (one subclass per result shape)."""
-    names = tuple(d.name for d in (cursor.description or ()))
+@functools.lru_cache(maxsize=1024)
+def _row_class(names: tuple[str, ...]) -> type[Row]:
     index: dict[str, int] = {}
     for i, k in enumerate(names):
         index.setdefault(k.lower(), i)  # the first of equal names, as sqlite3.Row
-    cls = type("Row", (Row,), {"_names": names, "_index": index,
-                               "__slots__": ()})
+    return type("Row", (Row,), {"_names": names, "_index": index, "__slots__": ()})
+
+
+def pg_row_factory(cursor: Any) -> Any:
+    """psycopg row factory making :class:`Row` s (one subclass per result shape)."""
+    cls = _row_class(tuple(d.name for d in (cursor.description or ())))
 
     def make(values: Sequence[Any]) -> Row:
         return cls(values)
