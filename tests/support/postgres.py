@@ -1,8 +1,10 @@
-"""A throw-away PostgreSQL server for tests: the system's ``initdb`` / ``pg_ctl`` in a
-temporary folder, listening on 127.0.0.1 with an OS-chosen port, trust auth.
+"""A throw-away PostgreSQL server for tests: the system's ``initdb`` and ``postgres`` in
+a temporary folder, listening on 127.0.0.1 with an OS-chosen port, trust auth.
 
 ``initdb`` refuses to run as root; as root the server runs as ``nobody`` (the folder is
-handed to that user).  fsync is off: the data dies with the test session.
+handed to that user).  fsync is off: the data dies with the test session.  The server
+is a child of the test process and gets SIGINT (fast shutdown) if that process dies
+(Linux ``PR_SET_PDEATHSIG``), so a killed test run leaves no server behind.
 
 Fixtures (import them into an area's conftest.py): ``backend`` is ``"sqlite"`` unless
 a test parametrizes it (``@pytest.mark.parametrize("backend", BACKENDS)``); ``db_url``
@@ -11,13 +13,16 @@ is then ``""`` (the embedded default) or a fresh database on the session's serve
 """
 from __future__ import annotations
 
+import ctypes
 import glob
 import itertools
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -30,10 +35,10 @@ _names = itertools.count(1)
 
 
 def find_bin_dir() -> Path | None:
-    """The folder holding ``initdb`` and ``pg_ctl``: from PATH, else the newest
+    """The folder holding ``initdb`` and ``postgres``: from PATH, else the newest
     ``/usr/lib/postgresql/<version>/bin``; ``None`` when PostgreSQL is not installed."""
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
-    if initdb and pg_ctl and Path(initdb).parent == Path(pg_ctl).parent:
+    initdb, server = shutil.which("initdb"), shutil.which("postgres")
+    if initdb and server and Path(initdb).parent == Path(server).parent:
         return Path(initdb).parent
 
     def version(d: str) -> tuple[int, ...]:
@@ -41,7 +46,7 @@ def find_bin_dir() -> Path | None:
         return tuple(int(x) for x in part.split(".") if x.isdigit())
 
     for d in sorted(glob.glob(SEARCH), key=version, reverse=True):
-        if (Path(d) / "initdb").is_file() and (Path(d) / "pg_ctl").is_file():
+        if (Path(d) / "initdb").is_file() and (Path(d) / "postgres").is_file():
             return Path(d)
     return None
 
@@ -59,14 +64,17 @@ class PostgresServer:
         self.dir = Path(tempfile.mkdtemp(prefix="medws-pg-", dir=base))
         self.data = self.dir / "data"
         self.log = self.dir / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _as_user(self) -> dict:
+        if self.user is None:
+            return {}
+        pw = pwd.getpwnam(self.user)
+        return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
 
     def _run(self, args: Sequence[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        kw: dict = {}
-        if self.user is not None:
-            pw = pwd.getpwnam(self.user)
-            kw = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
         return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout,
-                              cwd=self.dir, env={**os.environ, "LC_ALL": "C", "LANG": "C"}, **kw)
+                              cwd=self.dir, env={**os.environ, "LC_ALL": "C", "LANG": "C"}, **self._as_user())
 
     def start(self) -> None:
         if self.user is not None:
@@ -79,14 +87,43 @@ class PostgresServer:
             raise RuntimeError(f"initdb failed: {proc.stderr or proc.stdout}")
         for _attempt in range(3):  # the OS-chosen port may be taken between choice and bind
             self.port = get_port()
-            opts = (f"-h 127.0.0.1 -p {self.port} -k {self.dir} -F -c full_page_writes=off "
-                    "-c synchronous_commit=off -c max_connections=200")
-            proc = self._run([self.bin_dir / "pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "30",
-                              "-o", opts, "start"])
-            if proc.returncode == 0:
+            with open(self.log, "ab") as log:
+                self.proc = subprocess.Popen(
+                    [str(self.bin_dir / "postgres"), "-D", str(self.data), "-h", "127.0.0.1", "-p", str(self.port),
+                     "-k", str(self.dir), "-F", "-c", "full_page_writes=off", "-c", "synchronous_commit=off",
+                     "-c", "max_connections=200"],
+                    stdout=log, stderr=subprocess.STDOUT, cwd=self.dir, preexec_fn=_die_with_parent,
+                    env={**os.environ, "LC_ALL": "C", "LANG": "C"}, **self._as_user())
+            if self._wait_ready(30.0):
                 return
-        log = self.log.read_text(errors="replace")[-2000:] if self.log.is_file() else ""
-        raise RuntimeError(f"PostgreSQL did not start: {proc.stderr or proc.stdout}\n{log}")
+            self._terminate()
+        tail = self.log.read_text(errors="replace")[-2000:] if self.log.is_file() else ""
+        raise RuntimeError(f"PostgreSQL did not start:\n{tail}")
+
+    def _wait_ready(self, timeout_s: float) -> bool:
+        import psycopg
+
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                psycopg.connect(self.url(), connect_timeout=2).close()
+                return True
+            except psycopg.OperationalError:
+                time.sleep(0.05)
+        return False
+
+    def _terminate(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # fast shutdown
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
@@ -102,9 +139,17 @@ class PostgresServer:
 
     def stop(self) -> None:
         try:
-            self._run([self.bin_dir / "pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop"])
+            self._terminate()
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+    """In the server's child process: SIGINT when the test process dies (Linux only)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # pragma: no cover - not Linux: stopped by the fixture only
+        pass
 
 
 #: index backends of the tests that run on both
@@ -123,7 +168,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     pytest.importorskip("psycopg", reason="psycopg 3 is not installed")
     bin_dir = find_bin_dir()
     if bin_dir is None:
-        pytest.skip(f"PostgreSQL server binaries (initdb, pg_ctl) not found in PATH or {SEARCH}")
+        pytest.skip(f"PostgreSQL server binaries (initdb, postgres) not found in PATH or {SEARCH}")
     server = PostgresServer(bin_dir)
     try:
         server.start()
