@@ -9,6 +9,8 @@ command -v storescp >/dev/null 2>&1 || need_apt+=(dcmtk)
 command -v Orthanc  >/dev/null 2>&1 || need_apt+=(orthanc)
 command -v dciodvfy >/dev/null 2>&1 || need_apt+=(dicom3tools)
 command -v Xvfb     >/dev/null 2>&1 || need_apt+=(xvfb)
+# a real PostgreSQL server for the index tests on that backend (started by the tests)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 # Qt's offscreen platform still needs these shared libraries
 ldconfig -p | grep -q libxkbcommon.so.0 || need_apt+=(libxkbcommon0)
 ldconfig -p | grep -q libEGL.so.1 || need_apt+=(libegl1)

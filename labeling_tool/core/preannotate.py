@@ -137,20 +137,18 @@ def workstation_decisions(root: str | os.PathLike) -> list[dict[str, Any]]:
     :func:`import_reader_decisions`: accepted, edited (accepted after an edit) or rejected.
     Pending findings are left out.
     """
-    import sqlite3
-
     from dicom_node.audit import Audit
     from dicom_node.config import load_config
     from dicom_node.db import Database
 
     from labeling_tool.core.errors import LabelingError
 
-    db = Database(load_config(root).database_url)
+    config = load_config(root)
+    db = Database(config.database_url, root=config.root)
     try:
-        try:
-            rows = db.query("SELECT * FROM finding_reviews WHERE status IN ('accepted', 'rejected') ORDER BY updated_at")
-        except sqlite3.OperationalError as e:
-            raise LabelingError(f"the archive at {root} holds no workstation review decisions yet") from e
+        if not db.columns("finding_reviews"):
+            raise LabelingError(f"the archive at {root} holds no workstation review decisions yet")
+        rows = db.query("SELECT * FROM finding_reviews WHERE status IN ('accepted', 'rejected') ORDER BY updated_at")
         edited = {str(e.get("finding")) for e in Audit(db).events("finding.edit", limit=1_000_000)}
         out = []
         for r in rows:

@@ -110,7 +110,7 @@ class ArchiveSource:
             from dicom_node.db import Database
 
             config = load_config(self.root)
-            db = Database(config.database_url)
+            db = Database(config.database_url, root=config.root)
             try:
                 archive = Archive(config, db)
                 return [archive.absolute(r["path"]) for r in archive.instances()]

@@ -20,6 +20,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from dicom_node import sr as node_sr
+from dicom_node.db import returned_id
 from dicom_node.findings import Finding, ImageRef, ModelInfo
 from dicom_node.outbox import Outbox
 from dicom_node.peers import PeerRegistry
@@ -180,8 +181,8 @@ def sign(store: ReadingStore, users: UserStore, study_uid: str, user_name: str, 
     ts = when.timestamp()
     with store.db.transaction() as conn:
         cur = conn.execute("INSERT INTO reports (study_uid, state, body, author, signed_at, created_at, updated_at) "
-                           "VALUES (?, 'signed', ?, ?, ?, ?, ?)", (study_uid, body, user.name, ts, ts, ts))
-        rid = int(cur.lastrowid)
+                           "VALUES (?, 'signed', ?, ?, ?, ?, ?) RETURNING id", (study_uid, body, user.name, ts, ts, ts))
+        rid = returned_id(cur)
         store.audit.record("report.sign", user.name, conn=conn, study_uid=study_uid, report_id=rid,
                            sr_sop_instance_uid=str(doc.SOPInstanceUID),
                            predecessor=str(draft.SOPInstanceUID),
@@ -213,10 +214,10 @@ def addendum(store: ReadingStore, users: UserStore, study_uid: str, user_name: s
     ts = when.timestamp()
     with store.db.transaction() as conn:
         cur = conn.execute("INSERT INTO reports (study_uid, state, body, author, signed_at, created_at, updated_at) "
-                           "VALUES (?, 'addendum', ?, ?, ?, ?, ?)",
+                           "VALUES (?, 'addendum', ?, ?, ?, ?, ?) RETURNING id",
                            (study_uid, json.dumps({"text": text, "sr_sop_instance_uid": str(doc.SOPInstanceUID)},
                                                   ensure_ascii=False), user.name, ts, ts, ts))
-        rid = int(cur.lastrowid)
+        rid = returned_id(cur)
         store.audit.record("report.addendum", user.name, conn=conn, study_uid=study_uid, report_id=rid,
                            sr_sop_instance_uid=str(doc.SOPInstanceUID), predecessor=str(signed.SOPInstanceUID))
     n = queue_to_outbox(store, doc, path, kind="addendum_sr")

@@ -115,7 +115,7 @@ class SimilarCases:
     def __init__(self, root: str | Path | None = None, thumbnails: bool = True, threads: int | None = None) -> None:
         self.config = load_config(root)
         self.root = self.config.root
-        self.db = Database(self.config.database_url)
+        self.db = Database(self.config.database_url, root=self.config.root)
         self.db.init_schema()
         self.index = SimilarityIndex(self.root, self.db)
         self.indexer = StudyIndexer(self.root, self.db, threads=threads)

@@ -27,7 +27,7 @@ from typing import Any
 from dicom_node.archive import Archive
 from dicom_node.audit import Audit
 from dicom_node.config import NodeConfig, load_config
-from dicom_node.db import Database
+from dicom_node.db import Database, returned_id
 from dicom_node.findings import FindingFormatError, decode_mask
 
 from workstation.core import worklist
@@ -74,7 +74,7 @@ class ReadingStore:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.root = config.root
-        self.db = Database(config.database_url)
+        self.db = Database(config.database_url, root=config.root)
         self.db.init_schema()
         self.db.execute(_REVIEW_SCHEMA)
         self.db.execute(_PRIORITY_SCHEMA)
@@ -223,8 +223,8 @@ class ReadingStore:
                              (body, user, now, rid))
             else:
                 cur = conn.execute("INSERT INTO reports (study_uid, state, body, author, created_at, updated_at) "
-                                   "VALUES (?, 'draft', ?, ?, ?, ?)", (study_uid, body, user, now, now))
-                rid = int(cur.lastrowid)
+                                   "VALUES (?, 'draft', ?, ?, ?, ?) RETURNING id", (study_uid, body, user, now, now))
+                rid = returned_id(cur)
             self.audit.record("report.edit", user, conn=conn, study_uid=study_uid, report_id=rid, chars=len(text))
         return int(rid)
 
@@ -238,18 +238,18 @@ class ReadingStore:
         model = result.get("model") or {}
         cur = self.db.execute(
             "INSERT INTO findings (study_uid, job_id, kind, model_name, model_version, data, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (study_uid, job_id, kind, model.get("name"), model.get("version"), json.dumps(result), time.time()))
-        return int(cur.lastrowid)
+        return returned_id(cur)
 
     def put_draft_report(self, study_uid: str, text: str, language: str = "en", author: str = "medws-ai") -> int:
         """Store a pipeline draft report (``reports`` row, state ``draft``)."""
         now = time.time()
         cur = self.db.execute("INSERT INTO reports (study_uid, state, body, author, created_at, updated_at) "
-                              "VALUES (?, 'draft', ?, ?, ?, ?)",
+                              "VALUES (?, 'draft', ?, ?, ?, ?) RETURNING id",
                               (study_uid, json.dumps({"text": text, "language": language}, ensure_ascii=False),
                                author, now, now))
-        return int(cur.lastrowid)
+        return returned_id(cur)
 
 
 def _decode_body(body: str | None) -> tuple[str, str]:

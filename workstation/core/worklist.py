@@ -98,7 +98,7 @@ def query(db, text: str = "", status: str | None = None, modality: str | None = 
     the images' headers), else routine.
     """
     pacs_priority = pacs_priority or {}
-    cols = {r[1] for r in db.query("PRAGMA table_info(studies)")}
+    cols = db.columns("studies")
     prio_col = "s.priority" if "priority" in cols else "''"
     rows = db.query(
         f"SELECT s.study_uid, s.patient_id, COALESCE(p.patient_name, '') AS patient_name, "
