@@ -12,6 +12,7 @@ from dicom_node.db import Database
 from dicom_node.embeddings import EmbeddingRow, Space, ensure_schema, upsert
 from dicom_node.similarity import (Filters, SimilarityError, SimilarityIndex, VectorIndex, allowed_studies,
                                    exact_search)
+from tests.support.postgres import BACKENDS, postgres_server  # noqa: F401  (session fixture)
 
 SPACE = Space("cxr-image", "test-embed", "1.0.0")
 DIM = 16
@@ -22,9 +23,12 @@ def unit(v):
     return v / np.linalg.norm(v)
 
 
-@pytest.fixture
-def db(tmp_path: Path):
-    d = Database(f"sqlite:///{tmp_path / 'index.sqlite'}")
+@pytest.fixture(params=BACKENDS)
+def db(request, tmp_path: Path):
+    """The index on SQLite and on a real PostgreSQL server (the embeddings table, BLOB/BYTEA)."""
+    url = (f"sqlite:///{tmp_path / 'index.sqlite'}" if request.param == "sqlite"
+           else request.getfixturevalue("postgres_server").create_database())
+    d = Database(url, root=tmp_path)
     d.init_schema()
     ensure_schema(d)
     yield d
