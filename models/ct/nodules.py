@@ -4,7 +4,10 @@ Two-stage CAD (as LUNA16 systems): ``pre_process``: resample to 1.5 mm isotropic
 mask (HU threshold; real lobe masks optional), blob candidates from a multiscale Hessian
 dot-enhancement filter on the (dilated) lungs (:mod:`models.ct.blobs`).  ``predict``: the
 false-positive-reduction classifier (ONNX Runtime, registry model ``ct-nodule-fpr``) on a
-32³ patch around each candidate → nodule probability.  ``post_process``: candidates with
+32³ patch around each candidate → nodule logit; when the card has a second stage
+(``extra.second_stage``, :mod:`models.ct.candidate_features`: Hessian shape, intensity,
+attachment and lung-wall features → a small numpy network) its logit is added → nodule
+probability.  ``post_process``: candidates with
 probability ≥ the card's threshold are segmented inside a sphere sized from the blob
 scale (threshold halfway between nodule and lung level, opening to cut vessels,
 ground-glass halo test for part-solid nodules), de-duplicated and measured: centre,
@@ -21,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from models.ct.blobs import Candidate, closed_lungs, lung_candidates, segment_blob
+from models.ct.candidate_features import FEATURE_NAMES, SecondStage, candidate_features
 from models.ct.findings import describe
 from models.ct.lungs import approximate_lobe, lung_mask
 from models.ct.volume import CTVolume, resample, resample_mask
@@ -51,26 +55,32 @@ def normalise(hu: np.ndarray) -> np.ndarray:
 FPR_PATCH = 32  # candidate patch of the false-positive-reduction classifier (48 mm at 1.5 mm)
 
 
-def candidate_patches(hu: np.ndarray, centres: np.ndarray, size: int = FPR_PATCH) -> np.ndarray:
-    """``[N, size, size, size]`` normalised patches centred on rounded voxel ``centres``
-    (mirrored at the volume border, so a nodule cut by the first or last slice shows as a
-    whole one); shared by training and inference."""
+def cut_patches(arr: np.ndarray, centres: np.ndarray, size: int = FPR_PATCH, empty: float = HU_LO) -> np.ndarray:
+    """``[N, size, size, size]`` float32 cuts of ``arr`` centred on rounded voxel ``centres``
+    (mirrored at the volume border; ``empty`` where a centre lies outside the volume)."""
     out = np.empty((len(centres), size, size, size), np.float32)
-    shape = np.asarray(hu.shape)
+    shape = np.asarray(arr.shape)
     for i, c in enumerate(np.asarray(centres, float).reshape(-1, 3)):
         lo = np.round(c).astype(int) - size // 2
         hi = lo + size
         a = np.clip(lo, 0, shape)
         b = np.clip(hi, 0, shape)
-        sub = hu[a[0]:b[0], a[1]:b[1], a[2]:b[2]]
+        sub = arr[a[0]:b[0], a[1]:b[1], a[2]:b[2]]
         pad = [(int(x - y), int(z - w)) for x, y, z, w in zip(a, lo, hi, b)]
         if sub.size == 0:
-            out[i] = normalise(np.full((size,) * 3, HU_LO, np.float32))
+            out[i] = empty
             continue
         if any(p != (0, 0) for p in pad):
             sub = np.pad(sub, pad, mode="symmetric")
-        out[i] = normalise(sub)
+        out[i] = sub
     return out
+
+
+def candidate_patches(hu: np.ndarray, centres: np.ndarray, size: int = FPR_PATCH) -> np.ndarray:
+    """``[N, size, size, size]`` normalised patches centred on rounded voxel ``centres``
+    (mirrored at the volume border, so a nodule cut by the first or last slice shows as a
+    whole one); shared by training and inference."""
+    return normalise(cut_patches(hu, centres, size))
 
 
 def window_starts(n: int, patch: int = PATCH, stride: int = STRIDE) -> list[int]:
@@ -133,8 +143,9 @@ class NodulePipeline:
     def __init__(self, model=None, threshold: float = 0.5, min_diameter_mm: float = 3.0,
                  threads: int | None = None, max_candidates: int = MAX_CANDIDATES,
                  candidate_floor: float = CANDIDATE_FLOOR, tta: bool = True,
-                 juxta_max: int = JUXTA_MAX) -> None:
+                 juxta_max: int = JUXTA_MAX, second_stage: SecondStage | None = None) -> None:
         self.juxta_max = juxta_max
+        self.second_stage = second_stage  # set from the card's extra.second_stage when the registry loads
         self._model = model
         self.tta = tta
         self.threshold = threshold
@@ -152,6 +163,8 @@ class NodulePipeline:
             self._model, card = Registry().load(MODEL_NAME, threads=self.threads)
             self.version = card.version
             self.threshold = float(card.thresholds.get("nodule", self.threshold))
+            st = card.extra.get("second_stage")
+            self.second_stage = SecondStage.from_dict(st) if st else None
         return self._model
 
     def pre_process(self, vol: CTVolume, lungs: np.ndarray | None = None,
@@ -181,24 +194,47 @@ class NodulePipeline:
         return NoduleInput(vol, work, lm, box, lb, cands)  # type: ignore[arg-type]
 
     def predict(self, x: NoduleInput, batch: int = 64) -> np.ndarray:
-        """Nodule probability of each candidate (``x.candidates`` order)."""
-        if not x.candidates:
-            return np.zeros(0, np.float32)
+        """Nodule probability of each candidate (``x.candidates`` order): the network's mean
+        logit over the test-time flips, plus the second stage's logit when the card has one
+        (:mod:`models.ct.candidate_features`)."""
+        logits, feats = self.predict_parts(x, batch)
+        z = logits.mean(1) if logits.size else np.zeros(0, np.float32)
+        if self.second_stage is not None and len(z):
+            z = self.second_stage.combined_logit(feats)
+        return (1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))).astype(np.float32)
+
+    def predict_parts(self, x: NoduleInput, batch: int = 64, features: bool | None = None
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(``[N, flips]`` network logits, ``[N, F]`` candidate features or None).
+        ``features``: compute them (default: when a second stage is loaded)."""
         model = self.model
+        flips = TTA_FLIPS if self.tta else ((),)
+        if features is None:
+            features = self.second_stage is not None
+        if not x.candidates:
+            return np.zeros((0, len(flips)), np.float32), (np.zeros((0, len(FEATURE_NAMES)), np.float32)
+                                                           if features else None)
         name = getattr(model, "input_names", ["image"])[0] if hasattr(model, "input_names") else "image"
         centres = np.array([c.zyx for c in x.candidates])
-        out = []
-        flips = TTA_FLIPS if self.tta else ((),)
+        out, feats = [], []
         for i in range(0, len(centres), batch):
             arr = candidate_patches(x.work.hu, centres[i:i + batch])[:, None]
-            acc = np.zeros(len(arr), np.float32)
-            for axes in flips:  # test-time augmentation: mean logit over flips
+            lg = np.zeros((len(arr), len(flips)), np.float32)
+            for j, axes in enumerate(flips):  # test-time augmentation: mean logit over flips
                 a = np.ascontiguousarray(np.flip(arr, tuple(ax + 2 for ax in axes))) if axes else arr
                 res = model.run({name: a})
                 logits = next(iter(res.values())) if isinstance(res, dict) else res[0]
-                acc += np.asarray(logits, np.float32).reshape(-1)
-            out.append(acc / len(flips))
-        return 1.0 / (1.0 + np.exp(-np.concatenate(out)))
+                lg[:, j] = np.asarray(logits, np.float32).reshape(-1)
+            out.append(lg)
+            if features:
+                cs = x.candidates[i:i + batch]
+                lungs = cut_patches(x.lungs.astype(np.float32), centres[i:i + batch], FPR_PATCH, 0.0)
+                feats.append(candidate_features(
+                    arr[:, 0], lungs, centres[i:i + batch], x.work.shape,
+                    np.array([c.radius_mm for c in cs]), np.array([c.sigma_mm for c in cs]),
+                    np.array([c.response for c in cs]), np.array([c.source == "juxta" for c in cs]), lg,
+                    float(np.mean(x.work.spacing))))
+        return np.concatenate(out), (np.concatenate(feats) if features else None)
 
     def segment(self, x: NoduleInput, hull: np.ndarray | None = None) -> list[tuple[int, np.ndarray, tuple]]:
         """(candidate index, mask, box) of each candidate (all of them, for evaluation)."""

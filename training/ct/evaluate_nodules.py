@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from models.card import ModelCard, sha256_file
+from models.ct.candidate_features import SecondStage
 from models.ct.nodules import FPR_PATCH, MODEL_NAME, TTA_FLIPS, WORK_ORIENTATION, NodulePipeline, candidate_patches
 from models.ct.volume import resample_mask
 from models.session import OrtModel
@@ -168,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-cases", type=int, default=10)
     ap.add_argument("--zoo", default=str(REPO / "models" / "zoo"))
     ap.add_argument("--version", default=VERSION)
+    ap.add_argument("--second-stage", help="second_stage.json of training.ct.second_stage fit (its model goes "
+                                           "into the card's extra.second_stage)")
+    ap.add_argument("--results-only", help="write the metrics to this JSON file instead of a model version "
+                                           "(the ONNX goes to a temporary folder)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
@@ -175,18 +180,30 @@ def main(argv: list[str] | None = None) -> int:
     net = fpr_cnn()
     net.load_state_dict(torch.load(ck / "model.pt", map_location="cpu"))
     out_dir = Path(a.zoo) / MODEL_NAME / a.version
+    if a.results_only:
+        import tempfile
+
+        out_dir = Path(tempfile.mkdtemp(prefix="fpr_eval_"))
     onnx_path = out_dir / "model.onnx"
+    stage2 = json.loads(Path(a.second_stage).read_text()) if a.second_stage else None
     vs = nodule_volumes()
     tr = vs["train"]
     sample = candidate_patches(tr.vol.hu, np.array([[50.0, 60.0, 40.0], [30.0, 50.0, 80.0]]))[:, None]
     parity = export_onnx(net, onnx_path, 1, FPR_PATCH, sample)
-    pipe = NodulePipeline(model=OrtModel(onnx_path, threads=1), threshold=0.5)
+    pipe = NodulePipeline(model=OrtModel(onnx_path, threads=1), threshold=0.5,
+                          second_stage=SecondStage.from_dict(stage2["second_stage"]) if stage2 else None)
     pipe.version = a.version
     low = LungVolume(lowres_copy(tr.vol), tr.lungs)
     op = choose_threshold(pipe, [tr, low], n_cases=a.val_cases)
     pipe.threshold = op["threshold"]
     sets = {"heldout_region": (vs["heldout_region"], 10000), "heldout_volume": (vs["heldout_volume"], 20000)}
     res, measures = evaluate(pipe, sets, {"heldout_region": a.cases_region, "heldout_volume": a.cases_volume})
+    if a.results_only:
+        rec = {"version_evaluated": a.version, "checkpoint": str(ck), "heldout_synthetic": res, "operating_point": op,
+               "second_stage": stage2, "evaluated_by": "training/ct/evaluate_nodules.py --results-only"}
+        Path(a.results_only).write_text(json.dumps(rec, indent=1, default=float))
+        print(json.dumps(res, indent=1, default=float))
+        return 0
     card = ModelCard(
         name=MODEL_NAME, version=a.version, task="ct-lung-nodule-candidate-classification",
         input={"name": "image", "size": FPR_PATCH, "channels": 1, "spacing_mm": [1.5, 1.5, 1.5],
@@ -220,7 +237,13 @@ def main(argv: list[str] | None = None) -> int:
                               "juxta_max": pipe.juxta_max, "work_orientation": WORK_ORIENTATION},
                "network": "MONAI Convolution blocks 8-16-32-64 with max pooling, global average pooling, linear",
                "pipeline": "models.ct.blobs.lung_candidates (multiscale Hessian dot filter, free-standing and "
-                           "wall-flattened passes, mirrored borders) → this classifier → models.ct.blobs.segment_blob",
+                           "wall-flattened passes, mirrored borders) → this classifier"
+                           + (" + second stage (models.ct.candidate_features: Hessian shape, intensity, attachment, "
+                              "lung-wall distance features; logistic regression logit added to the network's)"
+                              if stage2 else "") + " → models.ct.blobs.segment_blob",
+               **({"second_stage": {**stage2["second_stage"],
+                                    "fit": {k: v for k, v in stage2.items() if k != "second_stage"},
+                                    "fitted_by": "training/ct/second_stage.py"}} if stage2 else {}),
                "test_time_augmentation": ({"flipped_axes_zyx": [list(f) for f in TTA_FLIPS], "score": "mean logit"}
                                           if pipe.tta else None),
                "evaluated_by": "training/ct/evaluate_nodules.py"},
