@@ -65,6 +65,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = load_config(args.root, overrides={
         "host": args.host, "port": args.port, "ae_title": args.ae_title, "workers": args.workers,
         "quiet_period_s": args.quiet_period, "require_registered": args.require_registered,
+        "monitor_port": args.monitor_port,
     })
     from dicom_node.analysis import serve_with_analysis  # node + analysis workers + outbox delivery
 
@@ -254,6 +255,8 @@ def register(commands: Any) -> None:
     p.add_argument("--require-registered", dest="require_registered", action="store_true", default=None,
                    help="accept only registered calling AE titles from their registered host (default)")
     p.add_argument("--no-require-registered", dest="require_registered", action="store_false")
+    p.add_argument("--monitor-port", type=int, default=None,
+                   help="HTTP monitoring endpoint (/health, /status, /metrics) on monitor_host (default 127.0.0.1); 0: off")
     p.set_defaults(func=_guard(cmd_serve))
 
     p = node.add_parser("status", help="counts of the archive, jobs and outbox")

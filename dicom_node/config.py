@@ -43,6 +43,8 @@ class NodeConfig:
     max_associations: int = 32
     event_driven_waits: bool = True
     storage_acceptor: bool = True
+    monitor_port: int = 0
+    monitor_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.ae_title.strip()) <= 16 or "\\" in self.ae_title:
@@ -55,6 +57,8 @@ class NodeConfig:
             raise ConfigError("quiet_period_s must be >= 0")
         if self.duplicate_policy not in DUPLICATE_POLICIES:
             raise ConfigError(f"duplicate_policy must be one of {DUPLICATE_POLICIES}, not {self.duplicate_policy!r}")
+        if not 0 <= self.monitor_port <= 65535:
+            raise ConfigError(f"monitor_port {self.monitor_port} is outside 0-65535 (0: no monitoring endpoint)")
         if self.max_pdu != 0 and self.max_pdu < 4096:
             raise ConfigError("max_pdu must be 0 (unlimited) or >= 4096")
 
@@ -77,7 +81,7 @@ _FIELDS = {f.name: f for f in dataclasses.fields(NodeConfig)}
 
 
 def _coerce(name: str, value: Any) -> Any:
-    kind = {"root": Path, "port": int, "workers": int, "max_instance_bytes": int, "max_pdu": int,
+    kind = {"root": Path, "port": int, "monitor_port": int, "workers": int, "max_instance_bytes": int, "max_pdu": int,
             "max_associations": int, "quiet_period_s": float, "network_timeout_s": float,
             "require_registered": bool, "fsync": bool, "event_driven_waits": bool, "storage_acceptor": bool}.get(name, str)
     try:

@@ -460,8 +460,19 @@ def serve(config: NodeConfig, hooks: list[StableHook] | None = None, ready: thre
                 ours.close()
     port = node.start(reconcile=not multi, dispatcher=dispatcher)
     run_file = write_run_file(config, port)
-    print(json.dumps({"event": "listening", "ae_title": config.ae_title, "host": config.host, "port": port,
-                      "workers": config.workers}), flush=True)
+    monitor = None
+    if config.monitor_port:
+        from dicom_node.monitor import Monitor
+
+        try:
+            monitor = Monitor(config).start()
+        except OSError as e:  # port taken: the node serves DICOM regardless
+            logger.error("monitoring endpoint %s:%d not started: %s", config.monitor_host, config.monitor_port, e)
+    listening = {"event": "listening", "ae_title": config.ae_title, "host": config.host, "port": port,
+                 "workers": config.workers}
+    if monitor is not None:
+        listening["monitor"] = monitor.url
+    print(json.dumps(listening), flush=True)
     if ready is not None:
         ready.set()
     try:
@@ -473,6 +484,8 @@ def serve(config: NodeConfig, hooks: list[StableHook] | None = None, ready: thre
                 os.kill(proc.pid, signal.SIGTERM)
         for proc in children:
             proc.join(timeout=15)
+        if monitor is not None:
+            monitor.stop()
         node.stop()
         for channel in dispatcher.channels if dispatcher is not None else []:
             channel.close()
