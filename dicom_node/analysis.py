@@ -32,6 +32,7 @@ import io
 import json
 import logging
 import os
+import signal
 import threading
 import time
 import tomllib
@@ -54,7 +55,7 @@ except ImportError:  # pragma: no cover - a checkout without it still analyses
     StudyIndexer = None  # type: ignore[assignment,misc]
 from dicom_node.errors import ConfigError, JobError, NodeError
 from dicom_node.findings import AnalysisResult, ResultError
-from dicom_node.jobs import Job, JobQueue
+from dicom_node.jobs import LEASE_S, Job, JobQueue, LeaseKeeper, worker_name
 from dicom_node.privacy import phi
 from dicom_node.stability import ANALYZE_TASK, StableStudy, content_key
 from dicom_node.tasks import TaskCache, TaskOutput, TaskUnavailableError
@@ -299,7 +300,7 @@ class Analyzer:
             # deterministic failures (bad input, missing model, unbuildable object) are not retried
             retry = not isinstance(e, (ResultError, ModelError, TaskUnavailableError))
             try:
-                state = self.jobs.fail(job.id, f"{type(e).__name__}: {e}", retry=retry)
+                state = self.jobs.fail(job.id, f"{type(e).__name__}: {e}", retry=retry, worker_id=job.worker_id)
             except JobError:
                 state = "unknown"
             if state == "failed":
@@ -312,9 +313,9 @@ class Analyzer:
         now = time.time()
         cur = conn.execute(
             "UPDATE jobs SET state = 'done', error = NULL, model_versions = ?, outcome = ?, timings = ?, "
-            "finished_at = ?, updated_at = ? WHERE id = ? AND state = 'running'",
+            "finished_at = ?, updated_at = ? WHERE id = ? AND state = 'running' AND worker_id = ?",
             (json.dumps(models or {}, sort_keys=True), json.dumps(outcome, sort_keys=True, default=str),
-             json.dumps(timings or {}, sort_keys=True), now, now, job.id))
+             json.dumps(timings or {}, sort_keys=True), now, now, job.id, job.worker_id))
         if cur.rowcount != 1:
             raise JobError(f"job {job.id} is no longer running (re-queued by another process?)")
 
@@ -650,10 +651,14 @@ class JobRunner(abc.ABC):
 class LocalWorkerPool(JobRunner):
     """``concurrency`` worker threads claiming jobs (highest priority, oldest first)."""
 
-    def __init__(self, analyzer: Analyzer, concurrency: int = 1, poll_interval_s: float = 1.0) -> None:
+    def __init__(self, analyzer: Analyzer, concurrency: int = 1, poll_interval_s: float = 1.0,
+                 lease_s: float = LEASE_S, tasks: tuple[str, ...] | None = None) -> None:
         self.analyzer = analyzer
         self.concurrency = concurrency
         self.poll_interval_s = poll_interval_s
+        self.tasks = tasks
+        self.worker_ids = [worker_name(n) for n in range(concurrency)]
+        self.leases = LeaseKeeper(analyzer.db, self.worker_ids, lease_s)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -662,7 +667,7 @@ class LocalWorkerPool(JobRunner):
         while not self._stop.is_set():
             WAKE.clear()
             try:
-                job = jobs.claim(worker_id)
+                job = jobs.claim(worker_id, self.tasks)
             except Exception:  # noqa: BLE001 - e.g. database busy; try again
                 logger.exception("claiming a job failed")
                 job = None
@@ -672,8 +677,9 @@ class LocalWorkerPool(JobRunner):
             self.analyzer.execute(job)
 
     def start(self) -> None:
-        for n in range(self.concurrency):
-            t = threading.Thread(target=self._loop, args=(f"{os.getpid()}-{n}",), name=f"analysis-{n}", daemon=True)
+        self.leases.start()
+        for n, worker_id in enumerate(self.worker_ids):
+            t = threading.Thread(target=self._loop, args=(worker_id,), name=f"analysis-{n}", daemon=True)
             t.start()
             self._threads.append(t)
 
@@ -691,6 +697,7 @@ class LocalWorkerPool(JobRunner):
         for t in self._threads:
             t.join(timeout=max(0.0, deadline - time.monotonic()))
         busy = [t.name for t in self._threads if t.is_alive()]
+        self.leases.stop()
         if busy:
             logger.warning("shutdown: %d job(s) still running are left to be re-queued at the next start", len(busy))
 
@@ -783,6 +790,37 @@ def serve_with_analysis(config: NodeConfig, hooks: list[Any] | None = None) -> i
                 service.stop()
 
 
+def work(config: NodeConfig, tasks: tuple[str, ...] | None = None, workers: int | None = None,
+         stop: threading.Event | None = None, lease_s: float = LEASE_S) -> int:
+    """``medws node worker``: analysis workers only, on the archive and index of ``config``.
+
+    More workers for a node: on its machine, or on other machines (GPU) that share its
+    PostgreSQL index and its archive folder (the same path, e.g. a network file system).
+    They take jobs from the same queue (``tasks``: only these), renew their leases and
+    write results and outbox items as the node's own workers do; the node delivers them.
+    Runs until SIGTERM/SIGINT (or ``stop``).
+    """
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+    analysis = load_analysis_config(config.root)
+    db = Database(config.database_url, root=config.root)
+    try:
+        ensure_schema(db)
+        JobQueue(db).requeue_running(lease_s)
+        pool = LocalWorkerPool(Analyzer(config, db, analysis), workers or analysis.workers,
+                               analysis.poll_interval_s, lease_s=lease_s, tasks=tasks)
+        pool.start()
+        print(json.dumps({"event": "working", "workers": pool.worker_ids, "tasks": list(tasks or ()) or "all"}),
+              flush=True)
+        stop.wait()
+        pool.stop()
+    finally:
+        db.close()
+    return 0
+
+
 # ------------------------------------------------------------------ one study, synchronously
 def analyze_study(config: NodeConfig, study_uid: str, analysis: AnalysisConfig | None = None,
                   timeout_s: float = 600.0) -> dict[str, Any]:
@@ -804,24 +842,31 @@ def analyze_study(config: NodeConfig, study_uid: str, analysis: AnalysisConfig |
         jobs = JobQueue(db)
         key = content_key(pairs)
         jobs.enqueue(study_uid, ANALYZE_TASK, key)
-        worker = f"analyze-{os.getpid()}"
+        worker = worker_name("analyze")
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            pending = [j for j in jobs.list(study_uid=study_uid) if j.state in ("queued", "running")]
-            if not pending:
-                break
-            ran = False
-            for j in pending:
-                if j.state == "queued":
-                    claimed = claim_job(db, j.id, worker)
-                    if claimed is not None:
-                        analyzer.execute(claimed)
-                        ran = True
-            if not ran:
-                time.sleep(0.2)
+        with LeaseKeeper(db, [worker]):
+            _run_study_jobs(db, analyzer, jobs, study_uid, worker, deadline)
         return study_summary(db, study_uid)
     finally:
         db.close()
+
+
+def _run_study_jobs(db: Database, analyzer: Analyzer, jobs: JobQueue, study_uid: str, worker: str,
+                    deadline: float) -> None:
+    """Claim and run the study's queued jobs until none is queued or running (or ``deadline``)."""
+    while time.monotonic() < deadline:
+        pending = [j for j in jobs.list(study_uid=study_uid) if j.state in ("queued", "running")]
+        if not pending:
+            break
+        ran = False
+        for j in pending:
+            if j.state == "queued":
+                claimed = claim_job(db, j.id, worker)
+                if claimed is not None:
+                    analyzer.execute(claimed)
+                    ran = True
+        if not ran:
+            time.sleep(0.2)
 
 
 def study_summary(db: Database, study_uid: str) -> dict[str, Any]:

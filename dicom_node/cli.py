@@ -72,6 +72,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve_with_analysis(config, hooks=stable_hooks(config))
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from dicom_node.analysis import work
+    from dicom_node.config import load_config
+
+    tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks else None
+    return work(load_config(args.root), tasks=tasks, workers=args.workers)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from dicom_node.scp import node_status
 
@@ -258,6 +266,13 @@ def register(commands: Any) -> None:
     p.add_argument("--monitor-port", type=int, default=None,
                    help="HTTP monitoring endpoint (/health, /status, /metrics) on monitor_host (default 127.0.0.1); 0: off")
     p.set_defaults(func=_guard(cmd_serve))
+
+    p = node.add_parser("worker", help="analysis workers only, on this node's archive and index (more workers, "
+                                       "or GPU machines sharing a PostgreSQL index and the archive folder)")
+    _root_arg(p)
+    p.add_argument("--workers", type=int, default=None, help="worker threads (default: [analysis] workers)")
+    p.add_argument("--tasks", default=None, help="comma-separated task names to take (default: all)")
+    p.set_defaults(func=_guard(cmd_worker))
 
     p = node.add_parser("status", help="counts of the archive, jobs and outbox")
     _root_arg(p)
