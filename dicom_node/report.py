@@ -282,9 +282,15 @@ def _sizes(f: Finding, lang: str) -> list[str]:
     return parts
 
 
+def probability_text(p: float) -> str:
+    """A model output as the report prints it: two decimals, or two significant digits
+    below 0.01, so a finding reported at a low operating point never reads "0.00"."""
+    return f"{p:.2f}" if p >= 0.01 or p <= 0.0 else f"{p:.2g}"
+
+
 def _cxr_item(f: Finding, lang: str) -> str:
     t = _TEXT[lang]
-    prob = f" ({t['probability']} {f.probability:.2f})" if f.probability is not None else ""
+    prob = f" ({t['probability']} {probability_text(f.probability)})" if f.probability is not None else ""
     where = _location(f, lang)
     if lang == "ko":
         return f"{where} {_name(f, lang)}{prob}".strip()
@@ -310,7 +316,7 @@ def _nodule_item(f: Finding, lang: str) -> str:
     if cat:
         parts.append(f"Lung-RADS {cat}")
     if f.probability is not None:
-        parts.append(f"{_TEXT[lang]['probability']} {f.probability:.2f}")
+        parts.append(f"{_TEXT[lang]['probability']} {probability_text(f.probability)}")
     if lang == "ko":
         head = " ".join(p for p in (lobe, sub, _name(f, lang)) if p)
     else:

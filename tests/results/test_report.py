@@ -157,3 +157,15 @@ def test_footer_names_every_model_behind_the_findings():
     assert "Model: cxr-lesions 0.5.0, cxr-nodule 1.0.0" in draft_report(base).text
     plain = dataclasses.replace(base, findings=base.findings[1:])
     assert "Model: cxr-lesions 0.5.0\n" in draft_report(plain).text + "\n"
+
+
+def test_low_operating_point_finding_never_reads_zero():
+    """A class whose operating point is far below 0.01 (interstitial opacity: 0.002) prints
+    its output with two significant digits, not "0.00"."""
+    from dicom_node.report import probability_text
+
+    r = draft_report(AnalysisResult("cxr", MODEL, (Finding("interstitial_opacity", 0.0049, laterality="left",
+                                                           zone="lower"),)), language="en")
+    assert r.items[0].text == "Interstitial opacity in the left lower zone (AI probability 0.0049)"
+    assert [probability_text(p) for p in (0.93, 0.01, 0.0049, 0.000123, 0.0)] == ["0.93", "0.01", "0.0049",
+                                                                                 "0.00012", "0.00"]

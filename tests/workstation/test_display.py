@@ -133,3 +133,9 @@ def test_non_square_pixels_keep_physical_proportions():
     c = t.centred_on(10, 20, 400, 400)
     assert c.image_to_view(10, 20) == pytest.approx((200, 200))
     assert display.pixel_aspect(None) == 1.0
+
+
+def test_percent_text_never_reads_zero_for_a_positive_output():
+    from workstation.core.display import percent_text
+
+    assert [percent_text(p) for p in (0.93, 0.01, 0.0049, 0.0)] == ["93%", "1%", "0.49%", "0%"]

@@ -309,3 +309,9 @@ def contour_bounds(points: list[list[float]] | np.ndarray) -> tuple[float, float
     if a.size == 0:
         raise DisplayError("empty contour")
     return float(a[:, 0].min()), float(a[:, 1].min()), float(a[:, 0].max()), float(a[:, 1].max())
+
+
+def percent_text(p: float) -> str:
+    """A model output as an overlay label: whole percent, or two significant digits below 1 %
+    (a finding reported at a low operating point never reads "0%")."""
+    return f"{p:.0%}" if p >= 0.01 or p <= 0.0 else f"{100 * p:.2g}%"

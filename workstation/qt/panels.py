@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from dicom_node.report import probability_text
 from workstation.core import qa
 from workstation.core.session import ReadingSession
 from workstation.core.worklist import STATUSES, WorklistRow
@@ -211,7 +212,7 @@ class FindingsPanel(QWidget):
                 show = QTableWidgetItem()
                 show.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
                 show.setCheckState(Qt.CheckState.Checked if s.overlay(it.id).visible else Qt.CheckState.Unchecked)
-                vals = [it.ref, it.label, it.laterality or "", f"{it.probability:.2f}" if it.probability is not None
+                vals = [it.ref, it.label, it.laterality or "", probability_text(it.probability) if it.probability is not None
                         else "—", f"{it.size_mm:.0f}" if it.size_mm else "",
                         f"{it.model_name} {it.model_version}".strip() if it.source == "ai" else "by hand",
                         it.status]

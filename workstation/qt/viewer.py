@@ -216,7 +216,7 @@ class ImageViewer(QWidget):
             anchor = it.box or (it.contour[0] + it.contour[0] if it.contour else None)
             if anchor:
                 pt = self._to_view(anchor[0], anchor[1])
-                prob = f" {it.probability:.0%}" if it.probability is not None else ""
+                prob = f" {display.percent_text(it.probability)}" if it.probability is not None else ""
                 p.setFont(QFont("Sans", 9))
                 p.drawText(pt + QPointF(2, -4), f"{it.ref} {it.label}{prob}")
         if self._outline:
