@@ -80,6 +80,31 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return work(load_config(args.root), tasks=tasks, workers=args.workers)
 
 
+def cmd_purge(args: argparse.Namespace) -> int:
+    from dicom_node.retention import RetentionPolicy, apply_policy, purge_study
+
+    config, db = _services(args)
+    try:
+        policy = RetentionPolicy.from_config(config)
+        policy = RetentionPolicy(args.days if args.days is not None else policy.retention_days,
+                                 int(args.max_gb * 1024 ** 3) if args.max_gb is not None else policy.max_archive_bytes,
+                                 policy.keep_unsigned and not args.include_unsigned)
+        if args.study:
+            done = None if args.dry_run else purge_study(config, db, args.study, "by hand", policy.keep_unsigned)
+            out = {"purged": int(done is not None), "study": done}
+        elif not policy.active:
+            print("no retention policy: give --days and/or --max-gb (or set retention_days / max_archive_gb)",
+                  file=sys.stderr)
+            return 2
+        else:
+            out = apply_policy(config, db, policy, dry_run=args.dry_run).to_json()
+        out["dry_run"] = bool(args.dry_run)
+        _print(out) if args.json else print(", ".join(f"{k}: {v}" for k, v in out.items()))
+        return 0
+    finally:
+        db.close()
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from dicom_node.scp import node_status
 
@@ -273,6 +298,16 @@ def register(commands: Any) -> None:
     p.add_argument("--workers", type=int, default=None, help="worker threads (default: [analysis] workers)")
     p.add_argument("--tasks", default=None, help="comma-separated task names to take (default: all)")
     p.set_defaults(func=_guard(cmd_worker))
+
+    p = node.add_parser("purge", help="delete old studies by the retention policy (or one study); --dry-run lists")
+    _root_arg(p)
+    p.add_argument("--days", type=float, default=None, help="delete studies last received more than DAYS ago")
+    p.add_argument("--max-gb", type=float, default=None, help="keep the stored files under GB (least recent first)")
+    p.add_argument("--include-unsigned", action="store_true", help="also studies without a signed report")
+    p.add_argument("--study", default=None, help="delete this study (protection rules still apply)")
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_guard(cmd_purge))
 
     p = node.add_parser("status", help="counts of the archive, jobs and outbox")
     _root_arg(p)

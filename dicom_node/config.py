@@ -45,6 +45,10 @@ class NodeConfig:
     storage_acceptor: bool = True
     monitor_port: int = 0
     monitor_host: str = "127.0.0.1"
+    retention_days: float = 0.0
+    max_archive_gb: float = 0.0
+    retention_keep_unsigned: bool = True
+    retention_interval_s: float = 3600.0
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.ae_title.strip()) <= 16 or "\\" in self.ae_title:
@@ -57,6 +61,8 @@ class NodeConfig:
             raise ConfigError("quiet_period_s must be >= 0")
         if self.duplicate_policy not in DUPLICATE_POLICIES:
             raise ConfigError(f"duplicate_policy must be one of {DUPLICATE_POLICIES}, not {self.duplicate_policy!r}")
+        if self.retention_days < 0 or self.max_archive_gb < 0 or self.retention_interval_s <= 0:
+            raise ConfigError("retention_days and max_archive_gb must be >= 0 (0: off), retention_interval_s > 0")
         if not 0 <= self.monitor_port <= 65535:
             raise ConfigError(f"monitor_port {self.monitor_port} is outside 0-65535 (0: no monitoring endpoint)")
         if self.max_pdu != 0 and self.max_pdu < 4096:
@@ -83,6 +89,8 @@ _FIELDS = {f.name: f for f in dataclasses.fields(NodeConfig)}
 def _coerce(name: str, value: Any) -> Any:
     kind = {"root": Path, "port": int, "monitor_port": int, "workers": int, "max_instance_bytes": int, "max_pdu": int,
             "max_associations": int, "quiet_period_s": float, "network_timeout_s": float,
+            "retention_days": float, "max_archive_gb": float, "retention_interval_s": float,
+            "retention_keep_unsigned": bool,
             "require_registered": bool, "fsync": bool, "event_driven_waits": bool, "storage_acceptor": bool}.get(name, str)
     try:
         if kind is bool and isinstance(value, str):

@@ -483,6 +483,14 @@ class Database:
             (str(SCHEMA_VERSION),),
         )
 
+    def tables(self) -> set[str]:
+        """Names of the index's tables."""
+        if self.dialect == "sqlite":
+            return {r[0] for r in self.query("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                             "AND name NOT LIKE 'sqlite_%'")}
+        return {r[0] for r in self.query("SELECT table_name FROM information_schema.tables "
+                                         "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'")}
+
     def columns(self, table: str) -> set[str]:
         """Column names of ``table`` (empty when it does not exist)."""
         if self.dialect == "sqlite":

@@ -468,6 +468,9 @@ def serve(config: NodeConfig, hooks: list[StableHook] | None = None, ready: thre
             monitor = Monitor(config).start()
         except OSError as e:  # port taken: the node serves DICOM regardless
             logger.error("monitoring endpoint %s:%d not started: %s", config.monitor_host, config.monitor_port, e)
+    from dicom_node.retention import RetentionWorker
+
+    retention = RetentionWorker(config).start()
     listening = {"event": "listening", "ae_title": config.ae_title, "host": config.host, "port": port,
                  "workers": config.workers}
     if monitor is not None:
@@ -486,6 +489,8 @@ def serve(config: NodeConfig, hooks: list[StableHook] | None = None, ready: thre
             proc.join(timeout=15)
         if monitor is not None:
             monitor.stop()
+        if retention is not None:
+            retention.stop()
         node.stop()
         for channel in dispatcher.channels if dispatcher is not None else []:
             channel.close()
