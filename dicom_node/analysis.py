@@ -814,7 +814,9 @@ def work(config: NodeConfig, tasks: tuple[str, ...] | None = None, workers: int 
         pool.start()
         print(json.dumps({"event": "working", "workers": pool.worker_ids, "tasks": list(tasks or ()) or "all"}),
               flush=True)
-        stop.wait()
+        from dicom_node.scp import wait_for_stop
+
+        wait_for_stop(stop)
         pool.stop()
     finally:
         db.close()

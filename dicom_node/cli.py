@@ -124,7 +124,7 @@ def cmd_peers_add(args: argparse.Namespace) -> int:
     from dicom_node.peers import PeerRegistry
 
     _config, db = _services(args)
-    peer = PeerRegistry(db).add(args.name, args.ae_title, args.host, args.port)
+    peer = PeerRegistry(db).add(args.name, args.ae_title, args.host, args.port, tls=args.tls)
     print(f"added peer {peer.name}: {peer.ae_title}@{peer.host}:{peer.port}")
     return 0
 
@@ -320,6 +320,8 @@ def register(commands: Any) -> None:
     p.add_argument("--ae-title", required=True)
     p.add_argument("--host", required=True)
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--tls", action="store_true", help="associate with it over TLS (its certificate checked "
+                                                      "against tls_ca; ours from tls_cert/tls_key)")
     _root_arg(p)
     p.set_defaults(func=_guard(cmd_peers_add))
     p = peers.add_parser("list", help="list peers")

@@ -49,6 +49,9 @@ class NodeConfig:
     max_archive_gb: float = 0.0
     retention_keep_unsigned: bool = True
     retention_interval_s: float = 3600.0
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.ae_title.strip()) <= 16 or "\\" in self.ae_title:
@@ -63,6 +66,8 @@ class NodeConfig:
             raise ConfigError(f"duplicate_policy must be one of {DUPLICATE_POLICIES}, not {self.duplicate_policy!r}")
         if self.retention_days < 0 or self.max_archive_gb < 0 or self.retention_interval_s <= 0:
             raise ConfigError("retention_days and max_archive_gb must be >= 0 (0: off), retention_interval_s > 0")
+        if self.tls_cert and self.workers > 1:
+            raise ConfigError("DICOM TLS (tls_cert) runs with workers = 1 (one acceptor process)")
         if not 0 <= self.monitor_port <= 65535:
             raise ConfigError(f"monitor_port {self.monitor_port} is outside 0-65535 (0: no monitoring endpoint)")
         if self.max_pdu != 0 and self.max_pdu < 4096:
@@ -77,6 +82,11 @@ class NodeConfig:
     def database_url(self) -> str:
         """The index URL: ``db_url`` or the embedded ``sqlite:///<root>/index.sqlite``."""
         return self.db_url or f"sqlite:///{(self.root / 'index.sqlite').resolve()}"
+
+    @property
+    def tls(self) -> bool:
+        """Whether the listener speaks DICOM over TLS (``tls_cert`` set)."""
+        return bool(self.tls_cert)
 
     def replace(self, **changes: Any) -> "NodeConfig":
         """A copy with ``changes`` applied (validated again)."""

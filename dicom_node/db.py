@@ -158,7 +158,8 @@ CREATE TABLE IF NOT EXISTS peers (
     ae_title TEXT NOT NULL,
     host TEXT NOT NULL,
     port INTEGER NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL
+    created_at DOUBLE PRECISION NOT NULL,
+    tls INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS audit (
     id {serial_pk},
@@ -477,6 +478,7 @@ class Database:
     def init_schema(self) -> None:
         """Create missing tables and indexes (idempotent)."""
         self.executescript(SCHEMA)
+        self.add_column("peers", "tls", "INTEGER NOT NULL DEFAULT 0")  # indexes created before DICOM TLS
         self.conn.execute(
             "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",

@@ -59,7 +59,9 @@ def run_demo(root: Path, quiet_period_s: float = 1.0, timeout_s: float = 120.0, 
             write_run_file(config, port)
             print(f'{{"event": "listening", "ae_title": "{config.ae_title}", "host": "127.0.0.1", "port": {port}}}',
                   flush=True)
-            serve_until.wait()
+            from dicom_node.scp import wait_for_stop
+
+            wait_for_stop(serve_until)
         return status
     finally:
         node.stop()

@@ -183,6 +183,9 @@ def handle_move(event: Any, archive: Archive, peers: PeerRegistry) -> Iterator[A
         return
     rows = _rows(event, archive.db)  # a NodeError here is answered 0xC5xx by pynetdicom
     peer = candidates[0]
-    yield peer.host, peer.port, {"contexts": storage_contexts(rows) or None}
+    kwargs: dict[str, Any] = {"contexts": storage_contexts(rows) or None}
+    if peer.tls:  # the sub-operations' association over TLS too (dicom_node.tls)
+        kwargs["tls_args"] = (peer.tls_context, peer.host)
+    yield peer.host, peer.port, kwargs
     yield len(rows)
     yield from _datasets(event, archive, rows)

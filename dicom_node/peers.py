@@ -9,7 +9,8 @@ import ipaddress
 import logging
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from dicom_node.audit import Audit
 from dicom_node.db import Database
@@ -26,9 +27,12 @@ class Peer:
     ae_title: str
     host: str
     port: int
+    tls: bool = False
+    tls_context: Any = field(default=None, compare=False, repr=False)
+    """The client TLS context for a ``tls`` peer (the node's ``tls_ca``/``tls_cert``/``tls_key``)."""
 
     def as_dict(self) -> dict[str, object]:
-        return {"name": self.name, "ae_title": self.ae_title, "host": self.host, "port": self.port}
+        return {"name": self.name, "ae_title": self.ae_title, "host": self.host, "port": self.port, "tls": self.tls}
 
 
 def _addresses(host: str) -> set[str]:
@@ -52,11 +56,28 @@ def host_matches(registered: str, address: str) -> bool:
 class PeerRegistry:
     """Add, list, find and remove peers."""
 
-    def __init__(self, db: Database, audit: Audit | None = None) -> None:
+    def __init__(self, db: Database, audit: Audit | None = None, config: Any = None) -> None:
         self.db = db
         self.audit = audit or Audit(db)
+        self.config = config  # the node's settings (TLS client files); default: read from the archive root
+        self._tls_context: Any = None
 
-    def add(self, name: str, ae_title: str, host: str, port: int) -> Peer:
+    def _peer(self, r: Any) -> Peer:
+        tls = bool(r["tls"]) if "tls" in r.keys() else False
+        return Peer(r["name"], r["ae_title"], r["host"], int(r["port"]), tls, self._client_tls() if tls else None)
+
+    def _client_tls(self) -> Any:
+        """The node's client TLS context, from the settings of the archive this index belongs to."""
+        if self._tls_context is None:
+            from dicom_node.config import load_config
+            from dicom_node.tls import client_context
+
+            config = self.config or (load_config(self.db.root) if self.db.root is not None else None)
+            self._tls_context = client_context(config.tls_ca, config.tls_cert, config.tls_key) if config \
+                else client_context()
+        return self._tls_context
+
+    def add(self, name: str, ae_title: str, host: str, port: int, tls: bool = False) -> Peer:
         """Register a peer; raises :class:`PeerError` when the name exists or a field is invalid."""
         ae = ae_title.strip()
         if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
@@ -71,11 +92,12 @@ class PeerRegistry:
             raise PeerError(f"peer {name!r} already exists; remove it first")
         with self.db.transaction() as conn:
             conn.execute(
-                "INSERT INTO peers (name, ae_title, host, port, created_at) VALUES (?, ?, ?, ?, ?)",
-                (name, ae, host, int(port), time.time()),
+                "INSERT INTO peers (name, ae_title, host, port, created_at, tls) VALUES (?, ?, ?, ?, ?, ?)",
+                (name, ae, host, int(port), time.time(), int(bool(tls))),
             )
-            self.audit.record("peer.added", conn=conn, name=name, ae_title=ae, host=host, port=int(port))
-        return Peer(name, ae, host, int(port))
+            self.audit.record("peer.added", conn=conn, name=name, ae_title=ae, host=host, port=int(port),
+                              tls=bool(tls))
+        return Peer(name, ae, host, int(port), bool(tls), self._client_tls() if tls else None)
 
     def remove(self, name: str) -> None:
         """Unregister a peer."""
@@ -87,21 +109,18 @@ class PeerRegistry:
 
     def list(self) -> list[Peer]:
         """All peers by name."""
-        return [Peer(r["name"], r["ae_title"], r["host"], int(r["port"]))
-                for r in self.db.query("SELECT * FROM peers ORDER BY name")]
+        return [self._peer(r) for r in self.db.query("SELECT * FROM peers ORDER BY name")]
 
     def get(self, name: str) -> Peer:
         """The peer called ``name``."""
         rows = self.db.query("SELECT * FROM peers WHERE name = ?", (name,))
         if not rows:
             raise PeerError(f"no peer named {name!r}; add it with `medws node peers add`")
-        r = rows[0]
-        return Peer(r["name"], r["ae_title"], r["host"], int(r["port"]))
+        return self._peer(rows[0])
 
     def by_ae_title(self, ae_title: str) -> list[Peer]:
         """Peers registered under ``ae_title``."""
-        return [Peer(r["name"], r["ae_title"], r["host"], int(r["port"]))
-                for r in self.db.query("SELECT * FROM peers WHERE ae_title = ?", (ae_title.strip(),))]
+        return [self._peer(r) for r in self.db.query("SELECT * FROM peers WHERE ae_title = ?", (ae_title.strip(),))]
 
     def is_allowed(self, ae_title: str, address: str) -> bool:
         """True when ``ae_title`` is registered for the host at ``address``."""

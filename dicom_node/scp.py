@@ -17,6 +17,7 @@ import queue
 import select
 import signal
 import socket
+import ssl
 import threading
 import time
 from pathlib import Path
@@ -195,7 +196,8 @@ class _Dispatcher:
 
 
 def _server_class(reuse_port: bool, dispatcher: _Dispatcher | None = None,
-                  acceptor: StorageAcceptor | None = None) -> type[ThreadedAssociationServer]:
+                  acceptor: StorageAcceptor | None = None,
+                  handshake_timeout_s: float = 60.0) -> type[ThreadedAssociationServer]:
     class _Server(ThreadedAssociationServer):
         def server_bind(self) -> None:
             if reuse_port:
@@ -203,12 +205,29 @@ def _server_class(reuse_port: bool, dispatcher: _Dispatcher | None = None,
             super().server_bind()
 
         def get_request(self) -> tuple[socket.socket, Any]:
-            client, address = super().get_request()
+            client, address = self.socket.accept()
             try:
                 client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:  # pragma: no cover - e.g. a TLS-wrapped socket
+            except OSError:  # pragma: no cover
                 pass
+            if self.ssl_context:
+                # the TLS handshake runs in the connection's own thread (process_request_thread),
+                # bounded by the network timeout: a client that never completes it cannot stall
+                # the accept loop
+                client.settimeout(handshake_timeout_s or None)
+                client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
             return client, address
+
+        def process_request_thread(self, request: Any, client_address: Any) -> None:
+            if isinstance(request, ssl.SSLSocket):
+                try:
+                    request.do_handshake()
+                    request.settimeout(None)
+                except (ssl.SSLError, OSError) as e:
+                    logger.warning("TLS handshake with %s failed: %s", client_address[0], e)
+                    self.shutdown_request(request)
+                    return
+            super().process_request_thread(request, client_address)
 
         def process_request(self, request: Any, client_address: Any) -> None:
             channel = dispatcher.target() if dispatcher is not None else None
@@ -271,7 +290,7 @@ class Node:
         self.db = Database(config.database_url, root=config.root)
         self.db.init_schema()
         self.audit = Audit(self.db)
-        self.peers = PeerRegistry(self.db, self.audit)
+        self.peers = PeerRegistry(self.db, self.audit, config)
         self.archive = Archive(config, self.db, self.audit)
         self.jobs = JobQueue(self.db)
         self.outbox = Outbox(self.db)
@@ -323,10 +342,17 @@ class Node:
         if self.config.event_driven_waits:
             install_event_driven_waits()
         self.ae = self.build_ae()
-        server_cls = _server_class(reuse_port, dispatcher, self.storage)
+        ssl_context = None
+        if self.config.tls:  # every association through pynetdicom (the storage fast path reads raw sockets)
+            from dicom_node.tls import server_context
+
+            ssl_context = server_context(self.config.tls_cert, self.config.tls_key, self.config.tls_ca)
+        server_cls = _server_class(reuse_port, dispatcher, None if ssl_context else self.storage,
+                                   handshake_timeout_s=self.config.network_timeout_s)
         address = (self.config.host if host is None else host, self.config.port if port is None else port)
         self.server = self.ae.make_server(
-            address, ae_title=self.config.ae_title, evt_handlers=self.event_handlers(), server_class=server_cls
+            address, ae_title=self.config.ae_title, evt_handlers=self.event_handlers(), server_class=server_cls,
+            ssl_context=ssl_context,
         )
         thread = threading.Thread(target=self.server.serve_forever, name="acceptor", daemon=True)
         thread.start()
@@ -384,6 +410,18 @@ def node_status(db: Database) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------- serving
+def wait_for_stop(stop: threading.Event, tick_s: float = 0.25) -> None:
+    """Block the main thread until ``stop`` is set, waking every ``tick_s``.
+
+    A signal the kernel delivers to another thread (ONNX Runtime's, the acceptor's ...)
+    does not interrupt a wait without timeout, so CPython would not run the SIGTERM
+    handler that sets ``stop`` until the main thread next executes bytecode: an
+    un-timed ``Event.wait()`` here could ignore SIGTERM for ever.
+    """
+    while not stop.wait(tick_s):
+        pass
+
+
 def _acceptor_main(config: NodeConfig, channel: socket.socket, level: int, ready: Any = None) -> None:
     """Entry of an extra acceptor process (spawned): serves the connections the main
     process passes on ``channel``; sets ``ready`` once it can."""
@@ -398,7 +436,7 @@ def _acceptor_main(config: NodeConfig, channel: socket.socket, level: int, ready
     threading.Thread(target=_receive_connections, args=(node, channel), name="handover", daemon=True).start()
     if ready is not None:
         ready.set()
-    stop.wait()
+    wait_for_stop(stop)
     node.stop()
     channel.close()
 
@@ -475,11 +513,13 @@ def serve(config: NodeConfig, hooks: list[StableHook] | None = None, ready: thre
                  "workers": config.workers}
     if monitor is not None:
         listening["monitor"] = monitor.url
+    if config.tls:
+        listening["tls"] = True
     print(json.dumps(listening), flush=True)
     if ready is not None:
         ready.set()
     try:
-        stop.wait()
+        wait_for_stop(stop)
     finally:
         logger.info("shutting down")
         for proc in children:

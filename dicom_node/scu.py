@@ -99,6 +99,10 @@ def associate(peer: Peer, calling_ae: str, contexts: list[Any], timeout_s: float
     ae.network_timeout = timeout_s
     ae.maximum_pdu_size = max_pdu
     ae.requested_contexts = contexts
+    if peer.tls and "tls_args" not in kwargs:  # DICOM over TLS (dicom_node.tls)
+        from dicom_node.tls import client_context
+
+        kwargs["tls_args"] = (peer.tls_context or client_context(), peer.host)
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, **kwargs)
     if not assoc.is_established:
         if assoc.is_rejected:

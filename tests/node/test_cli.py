@@ -31,7 +31,7 @@ def test_init_peers_status(tmp_path: Path) -> None:
     dup = medws("node", "peers", "add", "pacs", "--ae-title", "PACS", "--host", "127.0.0.1", "--port", "4242", env=env)
     assert dup.returncode == 1 and "already exists" in dup.stderr
     listed = json.loads(medws("node", "peers", "list", "--json", env=env).stdout)
-    assert listed == [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": 4242}]
+    assert listed == [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": 4242, "tls": False}]
     status = json.loads(medws("node", "status", "--root", str(root), "--json").stdout)
     assert {"patients", "studies", "series", "instances", "jobs", "outbox"} <= set(status)
     assert status["instances"] == 0 and status["jobs"]["queued"] == 0 and status["outbox"]["pending"] == 0
