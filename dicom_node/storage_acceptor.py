@@ -40,6 +40,9 @@ from dicom_node.peers import PeerRegistry
 
 logger = logging.getLogger(__name__)
 
+ARTIM_S = 2.0
+"""How long the acceptor waits for the requestor to close the transport (PS3.8 ARTIM timer)."""
+
 STORAGE_SOP_CLASSES = frozenset(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts)
 VERIFICATION = str(Verification)
 #: user-information items this path does not negotiate (PS3.7 D.3.3.4 role selection,
@@ -255,9 +258,18 @@ class StorageAcceptor:
             pass
 
     @staticmethod
-    def _close(sock: socket.socket) -> None:
+    def _close(sock: socket.socket, artim_s: float = ARTIM_S) -> None:
+        """Close the transport as the acceptor does after A-ASSOCIATE-RJ, A-RELEASE-RP or
+        A-ABORT (PS3.8 9.2, state Sta13): stop sending, let the requestor close first
+        (reading what it still sends, for at most the ARTIM time), then close.  Closing at
+        once with unread bytes from the requestor makes the kernel reset the connection,
+        and a reset can destroy the PDU just sent (a rejected requestor then saw an abort)."""
         try:
-            sock.shutdown(socket.SHUT_RDWR)
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(artim_s)
+            deadline = time.monotonic() + artim_s
+            while time.monotonic() < deadline and sock.recv(65536):
+                pass
         except OSError:
             pass
         sock.close()
