@@ -16,9 +16,11 @@ scale and dot response; the network's mean logit and its spread over the test-ti
 
 The second stage (:class:`SecondStage`) is a small ReLU network (or a logistic regression)
 on the standardised features except the network's; its logit is ADDED to the network's mean logit (the two
-classifiers' evidence multiplied, as independent likelihood ratios), so the network keeps
-its weight and the features can only move a candidate by what they learnt on the
-training region's candidates.
+classifiers' evidence multiplied, as independent likelihood ratios), capped at
+``max_logit`` (1.2.0: 0, so the features can only LOWER a candidate's score: they veto
+vessel cross-sections, bifurcations and wall structures the network is sure of, but never
+promote a candidate the network rejects — unbounded, the small network extrapolated to
++17 on structures unlike its training candidates, e.g. a padded field-of-view edge).
 """
 from __future__ import annotations
 
@@ -158,6 +160,7 @@ class SecondStage:
     mean: np.ndarray
     scale: np.ndarray
     layers: list[tuple[np.ndarray, np.ndarray]]
+    max_logit: float | None = None  # cap on the added logit (0: the features can only lower a score)
 
     def logit(self, feats: np.ndarray) -> np.ndarray:
         idx = [FEATURE_NAMES.index(f) for f in self.features]
@@ -169,14 +172,18 @@ class SecondStage:
         return h[:, 0]
 
     def combined_logit(self, feats: np.ndarray) -> np.ndarray:
-        return feats[:, FEATURE_NAMES.index("cnn_logit")] + self.logit(feats)
+        s = self.logit(feats)
+        if self.max_logit is not None:
+            s = np.minimum(s, self.max_logit)
+        return feats[:, FEATURE_NAMES.index("cnn_logit")] + s
 
     def to_dict(self) -> dict:
         return {"features": list(self.features), "mean": [float(v) for v in self.mean],
                 "scale": [float(v) for v in self.scale],
                 "layers": [{"weight": np.round(w.astype(float), 6).tolist(), "bias": np.round(b.astype(float), 6).tolist()}
                            for w, b in self.layers],
-                "score": "sigmoid(network mean logit + this model's logit); ReLU between layers"}
+                "max_logit": self.max_logit,
+                "score": "sigmoid(network mean logit + min(this model's logit, max_logit)); ReLU between layers"}
 
     @classmethod
     def from_dict(cls, d: dict) -> SecondStage:
@@ -193,7 +200,9 @@ class SecondStage:
             n_in = w.shape[0]
         if n_in != 1:
             raise CTError("second stage must end in one logit")
-        return cls(tuple(d["features"]), np.asarray(d["mean"], np.float32), np.asarray(d["scale"], np.float32), layers)
+        cap = d.get("max_logit")
+        return cls(tuple(d["features"]), np.asarray(d["mean"], np.float32), np.asarray(d["scale"], np.float32), layers,
+                   None if cap is None else float(cap))
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50,

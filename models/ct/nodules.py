@@ -47,6 +47,13 @@ HU_LO, HU_HI = -1000.0, 400.0
 SOLID_HU = -300.0  # voxels above this are the solid component (Lung-RADS "solid" part)
 
 
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """Logistic function in float64 (numerically stable for large |z|)."""
+    z = np.asarray(z, np.float64)
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
 def normalise(hu: np.ndarray) -> np.ndarray:
     """Network input scaling shared by training and inference: [-1000, 400] HU → [0, 1]."""
     return np.clip((hu - HU_LO) / (HU_HI - HU_LO), 0.0, 1.0).astype(np.float32)
@@ -194,14 +201,19 @@ class NodulePipeline:
         return NoduleInput(vol, work, lm, box, lb, cands)  # type: ignore[arg-type]
 
     def predict(self, x: NoduleInput, batch: int = 64) -> np.ndarray:
-        """Nodule probability of each candidate (``x.candidates`` order): the network's mean
-        logit over the test-time flips, plus the second stage's logit when the card has one
-        (:mod:`models.ct.candidate_features`)."""
+        """Nodule probability of each candidate (``x.candidates`` order, float64: a float32
+        sigmoid is exactly 1 above logit ≈ 17 and would tie the top candidates)."""
+        return sigmoid(self.predict_logit(x, batch))
+
+    def predict_logit(self, x: NoduleInput, batch: int = 64) -> np.ndarray:
+        """Nodule logit of each candidate: the network's mean logit over the test-time
+        flips, plus the second stage's logit when the card has one
+        (:mod:`models.ct.candidate_features`).  The FROC ranks candidates by it."""
         logits, feats = self.predict_parts(x, batch)
-        z = logits.mean(1) if logits.size else np.zeros(0, np.float32)
+        z = logits.mean(1).astype(np.float64) if logits.size else np.zeros(0, np.float64)
         if self.second_stage is not None and len(z):
-            z = self.second_stage.combined_logit(feats)
-        return (1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))).astype(np.float32)
+            z = self.second_stage.combined_logit(feats).astype(np.float64)
+        return z
 
     def predict_parts(self, x: NoduleInput, batch: int = 64, features: bool | None = None
                       ) -> tuple[np.ndarray, np.ndarray | None]:

@@ -85,6 +85,12 @@ def test_logistic_regression_separates_and_round_trips():
     f = np.zeros((2, len(FEATURE_NAMES)), np.float32)
     f[:, FEATURE_NAMES.index("border_mm")] = [4.0, -2.0]
     assert np.allclose(SecondStage.from_dict(mlp.to_dict()).logit(f), [8.5, 6.5])
+    # capped at 0: the second stage can only lower the network's logit
+    veto = SecondStage.from_dict({**mlp.to_dict(), "max_logit": 0.0})
+    f[:, FEATURE_NAMES.index("cnn_logit")] = 2.0
+    assert np.allclose(veto.combined_logit(f), [2.0, 2.0])
+    veto.layers[-1] = (veto.layers[-1][0], np.array([-10.0], np.float32))
+    assert np.allclose(veto.combined_logit(f), [2.0 + 8.0 - 10.0, 2.0 + 6.0 - 10.0])
 
 
 def test_pipeline_adds_the_second_stage_logit_to_the_network(tmp_path):
@@ -103,10 +109,15 @@ def test_pipeline_adds_the_second_stage_logit_to_the_network(tmp_path):
     hu[(zz - 30) ** 2 + (yy - 40) ** 2 + (xx - 50) ** 2 <= 16] = 20.0
     vol = CTVolume(hu, (1.5, 1.5, 1.5), np.zeros(3), np.eye(3), {})
     pipe = NodulePipeline()
+    assert pipe.model is not None  # loads the served card and its second stage, if it has one
     x = pipe.pre_process(vol)
-    base = pipe.predict(x)
     logits, feats = pipe.predict_parts(x, features=True)
-    assert np.allclose(base, 1 / (1 + np.exp(-logits.mean(1))), atol=1e-5)
+    served = pipe.second_stage
+    expected = logits.mean(1) + (served.logit(feats) if served is not None else 0.0)
+    assert np.allclose(pipe.predict_logit(x), expected, atol=1e-3)
+    pipe.second_stage = None
+    base = pipe.predict(x)
+    assert np.allclose(base, 1 / (1 + np.exp(-logits.mean(1).astype(np.float64))), atol=1e-6)
     st = SecondStage(("border_mm",), np.zeros(1, np.float32), np.ones(1, np.float32),
                      [(np.ones((1, 1), np.float32), np.array([-30.0], np.float32))])
     pipe.second_stage = st

@@ -25,7 +25,8 @@ import torch
 
 from models.card import ModelCard, sha256_file
 from models.ct.candidate_features import SecondStage
-from models.ct.nodules import FPR_PATCH, MODEL_NAME, TTA_FLIPS, WORK_ORIENTATION, NodulePipeline, candidate_patches
+from models.ct.nodules import (FPR_PATCH, MODEL_NAME, TTA_FLIPS, WORK_ORIENTATION, NodulePipeline,
+                               candidate_patches, sigmoid)
 from models.ct.volume import resample_mask
 from models.session import OrtModel
 from training.ct.data import LungVolume, nodule_case, nodule_volumes
@@ -80,13 +81,14 @@ def evaluate(pipe: NodulePipeline, sets: dict, n_cases: dict[str, int]) -> tuple
             n_les += len(specs)
             t = time.time()
             x = pipe.pre_process(vol, lobes=lv.lobes)
-            prob = pipe.predict(x)
+            z = pipe.predict_logit(x)
+            prob = sigmoid(z)
             res = pipe.post_process(prob, x)
             t_total += time.time() - t
             labels = labels_on_work(labels, vol, x.work)
             n_cand.append(len(x.candidates))
             hits = candidate_hits(x, labels, specs)
-            cases.append(list(zip(prob.tolist(), hits)))
+            cases.append(list(zip(z.tolist(), hits)))  # ranked by logit (no ties from a saturated sigmoid)
             wl = res["_work_labels"]
             for k, spec in enumerate(specs, start=1):
                 g = labels == k
@@ -112,7 +114,7 @@ def evaluate(pipe: NodulePipeline, sets: dict, n_cases: dict[str, int]) -> tuple
         "threshold": pipe.threshold,
         "sensitivity": len(found) / max(len(measures), 1),
         "sensitivity_ge_6mm": sum(m["found"] for m in ge) / max(len(ge), 1),
-        "fp_per_scan": sum(1 for c in all_cases for p, h in c if h is None and p >= pipe.threshold)
+        "fp_per_scan": sum(1 for c in all_cases for z, h in c if h is None and sigmoid(z) >= pipe.threshold)
         / max(len(all_cases), 1),
         "mean_dice_found": float(np.mean([m["dice"] for m in meas])) if meas else 0.0,
         "diameter_mae_mm": float(np.mean([abs(m["pred_mean_diameter_mm"] - m["diameter_mm"]) for m in meas]))
@@ -145,17 +147,19 @@ def choose_threshold(pipe: NodulePipeline, sets: list[LungVolume], n_cases: int 
             rng = np.random.default_rng(seed0 + i)
             vol, labels, specs = nodule_case(lv, rng, n_nodules=2)
             x = pipe.pre_process(vol)
-            prob = pipe.predict(x)
+            z = pipe.predict_logit(x)
             labels = labels_on_work(labels, vol, x.work)
             hits = candidate_hits(x, labels, specs)
-            fps += [float(p) for p, h in zip(prob, hits) if h is None]
-            cases.append(list(zip(prob.tolist(), hits)))
+            fps += [float(v) for v, h in zip(z, hits) if h is None]
+            cases.append(list(zip(z.tolist(), hits)))
             n_les += len(specs)
             n += 1
     fps.sort(reverse=True)
     k = int(fp_per_scan * n)
-    thr = fps[k] + 1e-4 if len(fps) > k else 0.05
-    return {"threshold": round(min(max(thr, 0.05), 0.999), 4), "validation_cases": n,
+    # just above the (k+1)-th highest false-positive logit, as a float64 probability (not
+    # rounded: with a second stage the logits reach far beyond sigmoid 0.9999)
+    thr = float(sigmoid(fps[k] + 1e-3)) if len(fps) > k else 0.05
+    return {"threshold": max(thr, 0.05), "validation_cases": n,
             "target_fp_per_scan": fp_per_scan,
             "validation_seeds": f"{seed0}..{seed0 + n_cases - 1} (training region, as reconstructed and at 3 mm)",
             "validation_froc": froc(cases, n_les, n)}
@@ -171,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--version", default=VERSION)
     ap.add_argument("--second-stage", help="second_stage.json of training.ct.second_stage fit (its model goes "
                                            "into the card's extra.second_stage)")
+    ap.add_argument("--max-logit", type=float, help="cap on the second stage's added logit (0: it can only lower "
+                                                      "scores); stored in the card")
     ap.add_argument("--results-only", help="write the metrics to this JSON file instead of a model version "
                                            "(the ONNX goes to a temporary folder)")
     a = ap.parse_args(argv)
@@ -186,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         out_dir = Path(tempfile.mkdtemp(prefix="fpr_eval_"))
     onnx_path = out_dir / "model.onnx"
     stage2 = json.loads(Path(a.second_stage).read_text()) if a.second_stage else None
+    if stage2 and a.max_logit is not None:
+        stage2["second_stage"]["max_logit"] = a.max_logit
     vs = nodule_volumes()
     tr = vs["train"]
     sample = candidate_patches(tr.vol.hu, np.array([[50.0, 60.0, 40.0], [30.0, 50.0, 80.0]]))[:, None]
