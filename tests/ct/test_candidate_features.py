@@ -113,7 +113,7 @@ def test_pipeline_adds_the_second_stage_logit_to_the_network(tmp_path):
     x = pipe.pre_process(vol)
     logits, feats = pipe.predict_parts(x, features=True)
     served = pipe.second_stage
-    expected = logits.mean(1) + (served.logit(feats) if served is not None else 0.0)
+    expected = served.combined_logit(feats) if served is not None else logits.mean(1)
     assert np.allclose(pipe.predict_logit(x), expected, atol=1e-3)
     pipe.second_stage = None
     base = pipe.predict(x)
