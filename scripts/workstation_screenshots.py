@@ -8,7 +8,7 @@ with the installed models), nothing is planted:
   at its shipped operating point;
 * two more NIH radiographs: ``00009507_002.png`` (marked STAT; consolidation found) and
   ``00001280_004.png`` (NIH "No Finding"; nothing found);
-* the real SIIM-ACR CR sample: the shipped model finds nothing on it;
+* the real SIIM-ACR CR sample (what the shipped models find on it is in the JSON written beside the images);
 * the real TotalSegmentator CT (20 slices), marked low dose (CTDIvol 1.4 mGy): routed to
   ``ct-nodule`` (no nodule found) and ``ct-denoise`` (a derived denoised series).
 
