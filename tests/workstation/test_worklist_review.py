@@ -135,3 +135,16 @@ def test_pacs_priority_from_headers_and_ai_never_lowers(tmp_path):
     assert store.worklist()[-1].study_uid == uids["plain"]
     assert len(store.db.query("SELECT * FROM study_priority")) == 3  # read once, cached
     store.close()
+
+
+def test_a_finding_names_its_own_model():
+    """A nodule/mass from the fine-grid model carries ``model`` = cxr-nodule in the result
+    JSON; the review item (panel column, signed SR) names it, not the result's model."""
+    study_model = {"name": "cxr-lesions", "version": "0.5.0"}
+    nodule = {"label": "nodule_mass", "probability": 0.9, "box": [10, 10, 30, 30], "laterality": "right",
+              "model": {"name": "cxr-nodule", "version": "1.0.0"}}
+    other = {"label": "consolidation", "probability": 0.8, "box": [40, 40, 90, 90], "laterality": "left"}
+    a = review.item_from_finding(nodule, 1, (0.5, 0.5), study_model)
+    b = review.item_from_finding(other, 2, (0.5, 0.5), study_model)
+    assert (a.model_name, a.model_version) == ("cxr-nodule", "1.0.0")
+    assert (b.model_name, b.model_version) == ("cxr-lesions", "0.5.0")

@@ -116,8 +116,12 @@ def laterality_from_position(x: float, cols: int, edge_labels: dict[str, str] | 
 
 def item_from_finding(f: dict[str, Any], number: int, spacing: tuple[float, float] | None = None,
                       model: dict[str, Any] | None = None) -> ReviewItem:
-    """A pending review item from one ``findings[]`` entry of the ``medws infer cxr --json`` contract."""
-    model = model or f.get("model") or {}
+    """A pending review item from one ``findings[]`` entry of the ``medws infer cxr --json`` contract.
+
+    The finding's own ``model`` (e.g. ``cxr-nodule`` for a nodule/mass read on the fine grid)
+    wins over the result's ``model``, so the panel and the signed SR name the model that
+    produced each finding."""
+    model = f.get("model") or model or {}
     box = [float(v) for v in f["box"]] if f.get("box") else None
     contour = [[float(p[0]), float(p[1])] for p in f["contour"]] if f.get("contour") else None
     size = f.get("size_mm") or f.get("long_axis_mm")
