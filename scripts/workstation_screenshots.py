@@ -38,6 +38,12 @@ NIH_MORE = (("images/00009507_002.png", "STAT"), ("images/00001280_004.png", "")
 CT_SERIES = "ct/totalseg/dicom_series"
 
 
+def _model_of(finding: dict, row) -> str:
+    """The model that produced one finding: its own ``model`` (e.g. cxr-nodule), else the result's."""
+    m = finding.get("model") or {"name": row["model_name"], "version": row["model_version"]}
+    return f"{m['name']} {m['version']}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "images")
@@ -90,7 +96,7 @@ def main() -> int:
             found.append({"study": str(dss[0].get("AccessionNumber", "")), "patient_id": str(dss[0].PatientID),
                           "jobs": [{"task": j["task"], "state": j["state"], "error": j["error"],
                                     "models": json.loads(j["model_versions"] or "{}")} for j in jobs],
-                          "findings": [{"model": f"{r['model_name']} {r['model_version']}", "label": f.get("label"),
+                          "findings": [{"model": _model_of(f, r), "label": f.get("label"),
                                         "probability": f.get("probability"), "laterality": f.get("laterality")}
                                        for r in rows for f in json.loads(r["data"]).get("findings", [])]})
         loaded = load_study_files(store.study_paths(chest_uid))
