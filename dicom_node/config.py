@@ -66,8 +66,6 @@ class NodeConfig:
             raise ConfigError(f"duplicate_policy must be one of {DUPLICATE_POLICIES}, not {self.duplicate_policy!r}")
         if self.retention_days < 0 or self.max_archive_gb < 0 or self.retention_interval_s <= 0:
             raise ConfigError("retention_days and max_archive_gb must be >= 0 (0: off), retention_interval_s > 0")
-        if self.tls_cert and self.workers > 1:
-            raise ConfigError("DICOM TLS (tls_cert) runs with workers = 1 (one acceptor process)")
         if not 0 <= self.monitor_port <= 65535:
             raise ConfigError(f"monitor_port {self.monitor_port} is outside 0-65535 (0: no monitoring endpoint)")
         if self.max_pdu != 0 and self.max_pdu < 4096:

@@ -233,6 +233,8 @@ def _server_class(reuse_port: bool, dispatcher: _Dispatcher | None = None,
             channel = dispatcher.target() if dispatcher is not None else None
             if channel is not None:
                 try:
+                    # a TLS socket is still unwrapped here (no handshake yet): the descriptor is a
+                    # plain TCP connection and the other process runs the handshake
                     socket.send_fds(channel, [b"c"], [request.fileno()])
                     request.close()  # not shutdown(): the connection lives on in the other process
                     return
@@ -267,6 +269,9 @@ def _receive_connections(node: "Node", channel: socket.socket) -> None:
             except OSError:
                 conn.close()
                 continue
+            if server.ssl_context:  # handed over before any TLS byte: the handshake happens here
+                conn.settimeout(node.config.network_timeout_s or None)
+                conn = server.ssl_context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
             server.process_request(conn, address)
 
 

@@ -117,9 +117,42 @@ def test_the_node_sends_to_a_tls_peer(pki, tmp_path):
     db.close()
 
 
+@pytest.mark.timeout(180)
+def test_tls_with_two_acceptor_processes(pki, tmp_path):
+    """``serve --workers 2`` with TLS: connections handed to the second process before any TLS
+    byte, which runs the handshake there; every store over TLS lands in the one index."""
+    import json
+    import signal
+    import sys
+
+    root = tmp_path / "root"
+    subprocess.run([sys.executable, "-m", "medws", "node", "init", "--root", str(root)], check=True,
+                   capture_output=True)
+    with open(root / "medws.toml", "a") as f:
+        f.write(f'tls_cert = "{pki["server.pem"]}"\ntls_key = "{pki["server.key"]}"\n')
+    port = get_port()
+    proc = subprocess.Popen([sys.executable, "-m", "medws", "node", "serve", "--root", str(root), "--host",
+                             "127.0.0.1", "--port", str(port), "--workers", "2", "--no-require-registered"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        event = json.loads(proc.stdout.readline())
+        assert event["tls"] is True and event["workers"] == 2
+        files = [samples.save(samples.dx_chest(64, seed=20 + i), tmp_path / f"w{i}.dcm") for i in range(4)]
+        for f in files:  # one association each: round-robin over both processes
+            r = dcmtk.run("storescu", "+tla", "+cf", pki["ca.pem"], "-aec", "MEDWS", "127.0.0.1", str(port), str(f))
+            assert r.returncode == 0, r.stderr
+        status = json.loads(subprocess.run([sys.executable, "-m", "medws", "node", "status", "--root", str(root),
+                                            "--json"], capture_output=True, text=True, check=True).stdout)
+        assert status["instances"] == 4
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_tls_settings_are_checked():
-    with pytest.raises(ConfigError, match="workers = 1"):
-        load_config(Path("/tmp"), overrides={"tls_cert": "/x.pem", "workers": 2}, env={})
     from dicom_node.tls import server_context
 
     with pytest.raises(ConfigError, match="not found"):
