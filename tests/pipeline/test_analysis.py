@@ -203,6 +203,7 @@ def test_analyze_cli(cxr_models, config: NodeConfig, db: Database, chest_cr: Pat
     assert bad.returncode == 1 and "no study 1.2.3" in bad.stderr
 
 
+@pytest.mark.parametrize("backend", BACKENDS)  # the CT tasks on PostgreSQL too
 def test_low_dose_chest_ct_gets_a_denoised_series(config: NodeConfig, db: Database, tmp_path: Path) -> None:
     from dicom_node.tasks import TaskCache
 
@@ -229,6 +230,7 @@ def test_low_dose_chest_ct_gets_a_denoised_series(config: NodeConfig, db: Databa
     assert analyze_study(config, study)["jobs"] == summary["jobs"]  # same content: not again
 
 
+@pytest.mark.parametrize("backend", BACKENDS)  # the CT tasks on PostgreSQL too
 def test_gated_cardiac_ct_routes_to_calcium_scoring(config: NodeConfig, db: Database, shared_data: Path,
                                                     tmp_path: Path) -> None:
     """A gated non-contrast cardiac CT (real anatomy, contrast removed; models.ct) gets
