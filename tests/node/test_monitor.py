@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import sys
 import urllib.error
@@ -16,6 +15,7 @@ from dicom_node import samples
 from dicom_node.monitor import metrics_text, public_status
 from tests.conftest import get_port
 from tests.support import dcmtk
+from tests.support.medws_process import medws_process, terminate
 
 STATUS = {"patients": 2, "studies": 3, "series": 4, "instances": 40,
           "jobs": {"queued": 1, "running": 0, "done": 5, "failed": 2},
@@ -78,11 +78,8 @@ def test_serving_node_reports_health_status_and_metrics(tmp_path: Path) -> None:
     root = tmp_path / "root"
     subprocess.run([sys.executable, "-m", "medws", "node", "init", "--root", str(root)], check=True, capture_output=True)
     port, mport = get_port(), get_port()
-    proc = subprocess.Popen([sys.executable, "-m", "medws", "node", "serve", "--root", str(root), "--host", "127.0.0.1",
-                             "--port", str(port), "--ae-title", "MEDWS", "--no-require-registered",
-                             "--monitor-port", str(mport)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
-        event = json.loads(proc.stdout.readline())
+    with medws_process("node", "serve", "--root", str(root), "--host", "127.0.0.1", "--port", str(port),
+                       "--ae-title", "MEDWS", "--no-require-registered", "--monitor-port", str(mport)) as (proc, event):
         assert event["event"] == "listening" and event["monitor"] == f"http://127.0.0.1:{mport}"
         base = event["monitor"]
         code, ctype, body = _get(base + "/health")
@@ -104,9 +101,4 @@ def test_serving_node_reports_health_status_and_metrics(tmp_path: Path) -> None:
         for body in (text, status):  # counts only: no patient data
             assert "MON-PATIENT-7" not in body and "Secret" not in body and str(ds.StudyInstanceUID) not in body
         assert _get(base + "/nothing")[0] == 404
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert terminate(proc) == 0

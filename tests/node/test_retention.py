@@ -19,6 +19,7 @@ from dicom_node.outbox import Outbox
 from dicom_node.retention import RetentionPolicy, apply_policy, protection, purge_study
 from dicom_node.stability import StabilityMonitor
 from tests.node.conftest import BACKENDS
+from tests.support.medws_process import medws_process, terminate
 
 pytestmark = pytest.mark.parametrize("backend", BACKENDS)  # SQLite and PostgreSQL index
 DAY = 86400.0
@@ -197,7 +198,6 @@ def test_purge_cli(config, db, setup):
 def test_serving_node_applies_the_policy(config, db, setup):
     """``node serve`` with ``retention_days`` (here from the environment) purges at start."""
     import os
-    import signal
 
     from tests.conftest import get_port
 
@@ -205,18 +205,11 @@ def test_serving_node_applies_the_policy(config, db, setup):
     env = {**os.environ, "MEDWS_RETENTION_DAYS": "30"}
     if config.db_url:
         env["MEDWS_DB_URL"] = config.db_url
-    proc = subprocess.Popen([sys.executable, "-m", "medws", "node", "serve", "--root", str(config.root), "--host",
-                             "127.0.0.1", "--port", str(get_port())], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, env=env)
-    try:
-        assert b'"listening"' in proc.stdout.readline()
+    with medws_process("node", "serve", "--root", str(config.root), "--host", "127.0.0.1",
+                       "--port", str(get_port()), env=env) as (proc, event):
+        assert event["event"] == "listening"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and _rows(db, s["old"][0])["studies"]:
             time.sleep(0.2)
         assert _rows(db, s["old"][0])["studies"] == 0 and _rows(db, s["mid"])["studies"] == 1
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert terminate(proc) == 0

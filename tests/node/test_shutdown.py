@@ -1,7 +1,6 @@
 """``medws node serve`` stops cleanly on SIGTERM, also while its analysis services start."""
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import get_port
+from tests.support.medws_process import medws_process, terminate
 
 
 @pytest.mark.timeout(120)
@@ -19,14 +19,7 @@ def test_sigterm_during_model_warm_up_exits_cleanly(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "medws", "node", "init", "--root", str(root)], check=True,
                    capture_output=True)
     for _ in range(3):
-        proc = subprocess.Popen([sys.executable, "-m", "medws", "node", "serve", "--root", str(root), "--host",
-                                 "127.0.0.1", "--port", str(get_port()), "--ae-title", "MEDWS"],
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        try:
-            assert b'"listening"' in proc.stdout.readline()
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=30) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        with medws_process("node", "serve", "--root", str(root), "--host", "127.0.0.1", "--port", str(get_port()),
+                           "--ae-title", "MEDWS") as (proc, event):
+            assert event["event"] == "listening"
+            assert terminate(proc) == 0

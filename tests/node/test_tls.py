@@ -15,6 +15,7 @@ from dicom_node.peers import PeerRegistry
 from dicom_node.scp import Node
 from tests.conftest import get_port
 from tests.support import dcmtk
+from tests.support.medws_process import medws_process, terminate
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -122,7 +123,6 @@ def test_tls_with_two_acceptor_processes(pki, tmp_path):
     """``serve --workers 2`` with TLS: connections handed to the second process before any TLS
     byte, which runs the handshake there; every store over TLS lands in the one index."""
     import json
-    import signal
     import sys
 
     root = tmp_path / "root"
@@ -131,11 +131,8 @@ def test_tls_with_two_acceptor_processes(pki, tmp_path):
     with open(root / "medws.toml", "a") as f:
         f.write(f'tls_cert = "{pki["server.pem"]}"\ntls_key = "{pki["server.key"]}"\n')
     port = get_port()
-    proc = subprocess.Popen([sys.executable, "-m", "medws", "node", "serve", "--root", str(root), "--host",
-                             "127.0.0.1", "--port", str(port), "--workers", "2", "--no-require-registered"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
-        event = json.loads(proc.stdout.readline())
+    with medws_process("node", "serve", "--root", str(root), "--host", "127.0.0.1", "--port", str(port),
+                       "--workers", "2", "--no-require-registered") as (proc, event):
         assert event["tls"] is True and event["workers"] == 2
         files = [samples.save(samples.dx_chest(64, seed=20 + i), tmp_path / f"w{i}.dcm") for i in range(4)]
         for f in files:  # one association each: round-robin over both processes
@@ -144,12 +141,7 @@ def test_tls_with_two_acceptor_processes(pki, tmp_path):
         status = json.loads(subprocess.run([sys.executable, "-m", "medws", "node", "status", "--root", str(root),
                                             "--json"], capture_output=True, text=True, check=True).stdout)
         assert status["instances"] == 4
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert terminate(proc) == 0
 
 
 def test_tls_settings_are_checked():

@@ -1,11 +1,7 @@
 """``medws node worker``: analysis workers in another process (or machine) on the same queue."""
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +14,7 @@ from dicom_node.db import Database
 from dicom_node.jobs import JobQueue
 from dicom_node.stability import StabilityMonitor
 from tests.pipeline.conftest import BACKENDS
+from tests.support.medws_process import medws_process, terminate
 
 
 @pytest.mark.timeout(300)
@@ -32,10 +29,7 @@ def test_worker_process_analyses_queued_studies(cxr_models, config: NodeConfig, 
     src = Archive(config, db).store_file(chest_cr)
     StabilityMonitor(db, 0.0, hooks=[enqueue_prioritized]).check(now=10**10)
     env = {**os.environ, "MEDWS_DB_URL": config.db_url} if config.db_url else dict(os.environ)
-    proc = subprocess.Popen([sys.executable, "-m", "medws", "node", "worker", "--root", str(config.root),
-                             "--tasks", "cxr"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
-    try:
-        event = json.loads(proc.stdout.readline())
+    with medws_process("node", "worker", "--root", str(config.root), "--tasks", "cxr", env=env) as (proc, event):
         assert event["event"] == "working" and event["tasks"] == ["cxr"] and len(event["workers"]) == 1
         jobs = JobQueue(db)
         time.sleep(1.0)
@@ -51,9 +45,4 @@ def test_worker_process_analyses_queued_studies(cxr_models, config: NodeConfig, 
         assert cxr[0].state == "done", cxr[0].error
         assert cxr[0].worker_id == event["workers"][0]
         assert db.query("SELECT COUNT(*) FROM findings WHERE study_uid = ?", (src.study_uid,))[0][0] >= 1
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert terminate(proc) == 0
