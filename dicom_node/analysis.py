@@ -34,6 +34,7 @@ import logging
 import os
 import signal
 import threading
+import weakref
 import time
 import tomllib
 import traceback
@@ -97,8 +98,15 @@ _COLUMNS = {
 }
 
 
+_SCHEMA_ENSURED: "weakref.WeakSet[Database]" = weakref.WeakSet()
+
+
 def ensure_schema(db: Database) -> None:
-    """Add the pipeline's tables and columns (idempotent, additive only)."""
+    """Add the pipeline's tables and columns (idempotent, additive only; once per
+    :class:`Database`: status readers such as the monitoring endpoint call it on every
+    request, and on PostgreSQL the DDL takes the index's write lock)."""
+    if db in _SCHEMA_ENSURED:
+        return
     db.init_schema()
     db.executescript(_TABLES)
     for table, cols in _COLUMNS.items():
@@ -107,6 +115,7 @@ def ensure_schema(db: Database) -> None:
             if name not in have:
                 db.add_column(table, name, kind)
     db.execute("CREATE INDEX IF NOT EXISTS outbox_object ON outbox (peer, sop_instance_uid)")
+    _SCHEMA_ENSURED.add(db)
 
 
 # ------------------------------------------------------------------ configuration

@@ -79,18 +79,34 @@ class PurgeReport:
                 "over_limit": self.over_limit}
 
 
-def protection(db: Database, study_uid: str, keep_unsigned: bool) -> str | None:
+@dataclass(frozen=True)
+class _Schema:
+    """What the purge needs to know of the index's tables (read once per pass)."""
+
+    tables: frozenset[str]
+    by_study: tuple[str, ...]  # tables with a study_uid column, cleared with the study
+    outbox_by_study: bool
+
+    @classmethod
+    def read(cls, db: Database) -> _Schema:
+        tables = frozenset(db.tables())
+        by_study = tuple(t for t in sorted(tables - KEEP_TABLES) if "study_uid" in db.columns(t))
+        return cls(tables, by_study, "outbox" in by_study)
+
+
+def protection(db: Database, study_uid: str, keep_unsigned: bool, schema: _Schema | None = None) -> str | None:
     """Why ``study_uid`` must not be deleted now (None: it may be)."""
     row = db.query("SELECT state FROM studies WHERE study_uid = ?", (study_uid,))
     if not row:
         return "gone"
     if row[0]["state"] not in ("stable", "purging"):
         return "receiving"
-    tables = db.tables()
+    schema = schema or _Schema.read(db)
+    tables = schema.tables
     if "jobs" in tables and db.query("SELECT COUNT(*) FROM jobs WHERE study_uid = ? AND state IN ('queued', 'running')",
                                      (study_uid,))[0][0]:
         return "analysis running"
-    if "outbox" in tables and "study_uid" in db.columns("outbox") and db.query(
+    if schema.outbox_by_study and db.query(
             "SELECT COUNT(*) FROM outbox WHERE study_uid = ? AND state IN ('pending', 'sending')", (study_uid,))[0][0]:
         return "outbox not sent"
     if keep_unsigned and row[0]["state"] != "purging":
@@ -102,14 +118,15 @@ def protection(db: Database, study_uid: str, keep_unsigned: bool) -> str | None:
 
 
 def purge_study(config: NodeConfig, db: Database, study_uid: str, reason: str, keep_unsigned: bool = True,
-                audit: Audit | None = None) -> dict[str, Any] | None:
+                audit: Audit | None = None, schema: _Schema | None = None) -> dict[str, Any] | None:
     """Delete one study's files and rows (crash-safe, see the module docstring).
 
     Returns ``{"instances", "bytes", "reason"}``, or None when the study is protected.
     """
     audit = audit or Audit(db)
+    schema = schema or _Schema.read(db)
     with db.transaction() as conn:  # (1) re-check under the write lock, mark, list
-        why = protection(db, study_uid, keep_unsigned)
+        why = protection(db, study_uid, keep_unsigned, schema)
         if why is not None:
             logger.info("study %s kept: %s", phi(study_uid), why)
             return None
@@ -134,9 +151,8 @@ def purge_study(config: NodeConfig, db: Database, study_uid: str, reason: str, k
             conn.execute("UPDATE studies SET state = 'receiving' WHERE study_uid = ? AND state = 'purging'",
                          (study_uid,))
         else:
-            for table in sorted(db.tables() - KEEP_TABLES):
-                if "study_uid" in db.columns(table):
-                    conn.execute(f"DELETE FROM {table} WHERE study_uid = ?", (study_uid,))
+            for table in schema.by_study:
+                conn.execute(f"DELETE FROM {table} WHERE study_uid = ?", (study_uid,))
             patient = conn.execute("SELECT patient_id FROM studies WHERE study_uid = ?", (study_uid,)).fetchone()
             conn.execute("DELETE FROM series WHERE study_uid = ?", (study_uid,))
             conn.execute("DELETE FROM studies WHERE study_uid = ?", (study_uid,))
@@ -182,16 +198,17 @@ def apply_policy(config: NodeConfig, db: Database, policy: RetentionPolicy | Non
     now = time.time() if now is None else now
     report = PurgeReport(archive_bytes_before=archive_bytes(db))
     audit = Audit(db)
+    schema = _Schema.read(db)
 
     def attempt(uid: str, reason: str, size: int) -> int:
-        why = protection(db, uid, policy.keep_unsigned)
+        why = protection(db, uid, policy.keep_unsigned, schema)
         if why is not None:
             report.protected[why] = report.protected.get(why, 0) + 1
             return 0
         if dry_run:
             report.purged.append({"instances": 0, "bytes": size, "reason": reason})
             return size
-        done = purge_study(config, db, uid, reason, policy.keep_unsigned, audit)
+        done = purge_study(config, db, uid, reason, policy.keep_unsigned, audit, schema)
         if done is None:
             return 0
         report.purged.append(done)
