@@ -141,8 +141,12 @@ def letterbox(image: np.ndarray, size: int, reducing_gap: float | None = None,
         antialiased bilinear filter; None is the exact one-step filter.
     reduced : (array, ry, rx), optional
         ``box_reduce(image, ry, rx)`` already computed (e.g. for a second, finer grid of the
-        same image).  Used when the image shape is a multiple of this grid's factors and
-        those are multiples of (ry, rx): block means of block means are then the block means.
+        same image).  Used when (ry, rx) are this grid's factors, or when the image shape is
+        a multiple of this grid's factors and those are multiples of (ry, rx): block means
+        of block means are then the block means.
+
+    ``image`` may also be an :class:`models.imaging.AffineGrey` (stored values and their
+    affine presentation map): it is box-reduced without the full-size float image.
 
     Returns
     -------
@@ -161,14 +165,18 @@ def letterbox(image: np.ndarray, size: int, reducing_gap: float | None = None,
         ky, kx = _factors(box, new_w, new_h, reducing_gap)
         if kx > 1 or ky > 1:
             h, w = image.shape
-            if (reduced is not None and ky % reduced[1] == 0 and kx % reduced[2] == 0
+            if reduced is not None and (ky, kx) == (reduced[1], reduced[2]):
+                image = reduced[0]
+            elif (reduced is not None and ky % reduced[1] == 0 and kx % reduced[2] == 0
                     and h % ky == 0 and w % kx == 0):
                 ry, rx = ky // reduced[1], kx // reduced[2]
                 image = box_reduce(reduced[0], ry, rx) if ry > 1 or rx > 1 else reduced[0]
+            elif hasattr(image, "box_reduce"):
+                image = image.box_reduce(ky, kx)
             else:
                 image = box_reduce(np.asarray(image, dtype=np.float32), ky, kx)
             box = (box[0] / kx, box[1] / ky, box[2] / kx, box[3] / ky)
-    content = _resample(image, new_w, new_h, box, nearest=False)
+    content = _resample(np.asarray(image, dtype=np.float32), new_w, new_h, box, nearest=False)
     out = np.zeros((size, size), dtype=np.float32)
     out[lb.pad_y:lb.pad_y + new_h, lb.pad_x:lb.pad_x + new_w] = content
     return out, lb
@@ -178,23 +186,30 @@ def box_reduce(image: np.ndarray, ky: int, kx: int) -> np.ndarray:
     """Mean over ``ky x kx`` blocks anchored at (0, 0), as ``PIL.Image.reduce``.
 
     The last row/column of blocks averages the pixels it has when the shape is not a
-    multiple of the factor.  Rows are summed as contiguous row blocks and columns with
-    strided adds: one pass over the full-size image.
+    multiple of the factor.  Rows are summed with whole-row adds and columns with
+    strided adds, in order (``((a0 + a1) + a2) + ...``, what ``numpy.sum`` does over a
+    non-contiguous axis, and faster): one pass over the full-size image.
     """
     h, w = image.shape
     nh, nw = -(-h // ky), -(-w // kx)
     hf, wf = h // ky * ky, w // kx * kx
     rows = np.empty((nh, w), np.float32)
     if ky > 1:
-        np.sum(image[:hf].reshape(h // ky, ky, w), axis=1, out=rows[:h // ky])
+        blocks = image[:hf].reshape(h // ky, ky, w)
+        np.add(blocks[:, 0], blocks[:, 1], out=rows[:h // ky])
+        for i in range(2, ky):
+            rows[:h // ky] += blocks[:, i]
         if hf < h:
             np.sum(image[hf:], axis=0, out=rows[-1])
     else:
         rows[:] = image
     out = np.empty((nh, nw), np.float32)
     full = out[:, :w // kx]
-    np.copyto(full, rows[:, 0:wf:kx])
-    for j in range(1, kx):
+    if kx > 1:
+        np.add(rows[:, 0:wf:kx], rows[:, 1:wf:kx], out=full)
+    else:
+        np.copyto(full, rows[:, 0:wf:kx])
+    for j in range(2, kx):
         full += rows[:, j:wf:kx]
     if wf < w:
         np.sum(rows[:, wf:], axis=1, out=out[:, -1])

@@ -44,6 +44,10 @@ class Radiograph:
         Magnification Factor when present); ``None`` for PNG/JPEG or when absent.
     window : (center, width) or None
         The DICOM window that was applied (None: VOI LUT sequence, min-max, or an 8-bit image).
+    grey : AffineGrey or None
+        For DICOM images whose grayscale pipeline is one affine map and a clip (rescale, a
+        linear window, inversion): the stored values and that map.  ``pixels`` is then
+        computed on first use; pre-processing reads ``grey`` directly (:meth:`image_source`).
     """
 
     pixels: np.ndarray
@@ -62,9 +66,116 @@ class Radiograph:
     path: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
+    grey: AffineGrey | None = field(default=None, repr=False, compare=False)
+
     @property
     def shape(self) -> tuple[int, int]:
+        if self.__dict__.get("_pixels") is None and self.grey is not None:
+            return self.grey.shape
         return self.pixels.shape  # type: ignore[return-value]
+
+    def image_source(self) -> np.ndarray | AffineGrey:
+        """The presentation image for pre-processing: ``pixels`` when already computed, else ``grey``.
+
+        :func:`models.cxr.preprocess.prepare` box-reduces an :class:`AffineGrey` straight from
+        the stored values, without the full-size float image.
+        """
+        px = self.__dict__.get("_pixels")
+        return px if px is not None or self.grey is None else self.grey
+
+
+def _get_pixels(self: Radiograph) -> np.ndarray:
+    px = self.__dict__.get("_pixels")
+    if px is None and self.grey is not None:
+        px = self.grey.full()
+        self.__dict__["_pixels"] = px
+    return px
+
+
+def _set_pixels(self: Radiograph, value: np.ndarray | None) -> None:
+    self.__dict__["_pixels"] = value
+
+
+# ``pixels`` is computed from ``grey`` on first use (the dataclass __init__ assigns through it):
+# the chest X-ray pipeline only needs the box-reduced image (:meth:`AffineGrey.box_reduce`)
+Radiograph.pixels = property(_get_pixels, _set_pixels, doc="(H, W) float32 presentation values in [0, 1].")  # type: ignore[assignment]
+
+
+_BLOCK_BYTES = 1 << 20  # float32 rows per block of AffineGrey.box_reduce: about 1 MiB (L2-resident)
+
+
+@dataclass(frozen=True, eq=False)
+class AffineGrey:
+    """Presentation values ``clip(stored * gain + offset, 0, 1)`` of integer stored pixels, on demand.
+
+    The usual radiograph grayscale pipeline (rescale, a LINEAR window, MONOCHROME1
+    inversion) is one affine map and a clip (:func:`_affine_to_unit`).  :meth:`full` gives
+    the float32 image; :meth:`box_reduce` gives exactly ``box_reduce(full(), ky, kx)``
+    (:func:`models.geometry.box_reduce`) without writing the full-size float image: rows
+    are converted and reduced in blocks of about 1 MiB that stay in the CPU cache, the two
+    halves of the image on two threads when a pool is given.  The same float32 operations
+    on every pixel, in the same order, so the result is identical.
+    """
+
+    stored: np.ndarray  # (H, W) integer
+    gain: float
+    offset: float
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.stored.shape  # type: ignore[return-value]
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    def _convert(self, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+        np.copyto(out, rows, casting="unsafe")
+        out *= np.float32(self.gain)
+        out += np.float32(self.offset)
+        np.clip(out, 0.0, 1.0, out=out)
+        return out
+
+    def full(self) -> np.ndarray:
+        """The (H, W) float32 presentation image."""
+        pixels = self.stored.astype(np.float32)  # one float32 copy and three in-place passes
+        pixels *= np.float32(self.gain)
+        pixels += np.float32(self.offset)
+        np.clip(pixels, 0.0, 1.0, out=pixels)
+        return pixels
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self.full()
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def _reduce_rows(self, r0: int, r1: int, ky: int, kx: int, out: np.ndarray) -> None:
+        """Box-reduce stored rows [r0, r1) (r0 a multiple of ky) into ``out`` (their block rows)."""
+        from models.geometry import box_reduce
+
+        w = self.stored.shape[1]
+        step = max(ky, _BLOCK_BYTES // (4 * w) // ky * ky)
+        buf = np.empty((step, w), np.float32)
+        for r in range(r0, r1, step):
+            n = min(step, r1 - r)
+            out[r // ky:-(-(r + n) // ky)] = box_reduce(
+                self._convert(self.stored[r:r + n], buf[:n]), ky, kx)
+
+    def box_reduce(self, ky: int, kx: int, pool: Any = None) -> np.ndarray:
+        """``models.geometry.box_reduce(self.full(), ky, kx)``, computed block by block.
+
+        ``pool`` (a ``concurrent.futures`` executor): its thread reduces the top half while
+        the calling thread reduces the bottom half (numpy releases the GIL).
+        """
+        h, w = self.stored.shape
+        out = np.empty((-(-h // ky), -(-w // kx)), np.float32)
+        cut = (h // ky) // 2 * ky
+        if pool is None or cut == 0:
+            self._reduce_rows(0, h, ky, kx, out)
+            return out
+        top = pool.submit(self._reduce_rows, 0, cut, ky, kx, out)
+        self._reduce_rows(cut, h, ky, kx, out)
+        top.result()
+        return out
 
 
 def load_radiograph(src: str | os.PathLike | Any) -> Radiograph:
@@ -264,6 +375,7 @@ def _from_dataset(ds: Any, path: str) -> Radiograph:
     invert = photometric == "MONOCHROME1" or (
         photometric == "MONOCHROME2" and _text(ds, "PresentationLUTShape").upper() == "INVERSE")
     affine = _affine_to_unit(ds, stored) if stored.dtype.kind in "iu" else None
+    grey: AffineGrey | None = None
     lo, hi = (0, 0)
     if affine is None and stored.size and stored.dtype.kind in "iu":
         lo, hi = int(stored.min()), int(stored.max())
@@ -273,10 +385,8 @@ def _from_dataset(ds: Any, path: str) -> Radiograph:
         # one float32 copy and three in-place passes (a casting ufunc is slower than astype)
         x0, a, window, voi = affine
         gain, offset = (-a, 1.0 + x0 * a) if invert else (a, -x0 * a)
-        pixels = stored.astype(np.float32)
-        pixels *= np.float32(gain)
-        pixels += np.float32(offset)
-        np.clip(pixels, 0.0, 1.0, out=pixels)
+        grey = AffineGrey(stored, gain, offset)  # the float image is computed on first use
+        pixels = None
     elif stored.dtype.kind in "iu" and hi - lo < (1 << 17):
         # other integer data (LUT sequences, sigmoid): run the grayscale pipeline once per
         # possible stored value and apply it as one lookup table, in row blocks
@@ -294,7 +404,7 @@ def _from_dataset(ds: Any, path: str) -> Radiograph:
     spacing, spacing_source = pixel_spacing(ds)
     laterality = _text(ds, "ImageLaterality") or _text(ds, "Laterality")
     return Radiograph(
-        pixels=np.ascontiguousarray(pixels, dtype=np.float32),
+        pixels=None if pixels is None else np.ascontiguousarray(pixels, dtype=np.float32),
         pixel_spacing_mm=spacing,
         modality=_text(ds, "Modality").upper(),
         view_position=_text(ds, "ViewPosition").upper(),
@@ -309,6 +419,7 @@ def _from_dataset(ds: Any, path: str) -> Radiograph:
         voi=voi,
         path=path,
         extra={"view_code": _view_code_meaning(ds)},
+        grey=grey,
     )
 
 

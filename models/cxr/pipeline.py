@@ -116,15 +116,15 @@ class CxrPipeline:
     def prepare(self, pixels: np.ndarray) -> Prepared:
         """Letterbox + normalise presentation values (the function training used), plus the fine grid when used.
 
-        The two grids are prepared on two threads when ``threads`` >= 2 (identical result).
+        Two threads share the work when ``threads`` >= 2 (identical result).
         """
         if self.nodule is None:
-            return prepare(pixels, self.size)
+            return prepare(pixels, self.size, workers=self.threads)
         return prepare(pixels, self.size, fine_size=self.fine_size, workers=self.threads)
 
     def pre_process(self, radiograph: Radiograph) -> Prepared:
-        """:meth:`prepare` of the radiograph's pixels."""
-        return self.prepare(radiograph.pixels)
+        """:meth:`prepare` of the radiograph's image (its stored values when the float image is not needed)."""
+        return self.prepare(radiograph.image_source())
 
     def _coarse_pair(self, x: np.ndarray) -> tuple[np.ndarray, dict]:
         """Lung and lesion networks: at the same time (ONNX Runtime releases the GIL) or in turn."""

@@ -205,19 +205,26 @@ def post_process(
         prob = upsample(seg[ci], size)
         peak = float(prob.max())
         region_all = prob >= max(min(seg_threshold, 0.5 * peak), 1e-6)
-        lab, n = ndi.label(region_all)
-        if n == 0:
+        # label only the bounding box of the thresholded pixels: the same components, numbered
+        # in the same (raster) order, at a fraction of the cost of labelling the whole map
+        rows, cols = np.flatnonzero(region_all.any(axis=1)), np.flatnonzero(region_all.any(axis=0))
+        if rows.size == 0:
             continue
+        cy, cx = int(rows[0]), int(cols[0])
+        crop = (slice(cy, int(rows[-1]) + 1), slice(cx, int(cols[-1]) + 1))
+        lab, n = ndi.label(region_all[crop])
+        prob_crop = prob[crop]
         boxes = ndi.find_objects(lab)
         # per-region maximum over each region's bounding box (ndi.maximum sorts the whole map)
-        peaks = np.array([float(prob[sl][lab[sl] == i + 1].max()) for i, sl in enumerate(boxes)])
+        peaks = np.array([float(prob_crop[sl][lab[sl] == i + 1].max()) for i, sl in enumerate(boxes)])
         areas = np.bincount(lab.ravel(), minlength=n + 1)[1:]
         order = [k for k in np.argsort(peaks)[::-1] if areas[k] >= MIN_REGION_PX or peaks[k] == peak]
         for k in order[:MAX_REGIONS_PER_CLASS]:
-            # everything below works on the region's bounding box (offset y0, x0)
+            # everything below works on the region's bounding box (offset y0, x0 in the model grid)
             sl = boxes[k]
-            y0, x0 = sl[0].start, sl[1].start
             region = lab[sl] == (k + 1)
+            y0, x0 = sl[0].start + cy, sl[1].start + cx
+            sl = (slice(y0, sl[0].stop + cy), slice(x0, sl[1].stop + cx))
             if lungs.found and _lung_overlap(region, lungs.mask, y0, x0) < MIN_LUNG_OVERLAP:
                 result.dropped += 1
                 logger.info("dropped implausible %s region outside the lung fields", cls)
@@ -253,4 +260,8 @@ def lung_fraction(lung_prob: np.ndarray, content: tuple[int, int, int, int]) -> 
     """Fraction of the image content segmented as lung (a plausibility check of the input)."""
     x0, y0, x1, y1 = content
     area = max((x1 - x0) * (y1 - y0), 1)
-    return float((upsample(lung_prob, lung_prob.shape[0]) >= 0.5).sum()) / area
+    if lung_prob.ndim == 2 and lung_prob.shape[0] == lung_prob.shape[1]:
+        lung = np.asarray(lung_prob, dtype=np.float32)  # what upsample() returns for a square map
+    else:
+        lung = upsample(lung_prob, lung_prob.shape[0])
+    return float(np.count_nonzero(lung >= 0.5)) / area

@@ -12,10 +12,14 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from models.geometry import Letterbox, box_reduce, letterbox, letterbox_mask, reduction_factors
+
+if TYPE_CHECKING:
+    from models.imaging import AffineGrey
 
 CLASSES: tuple[str, ...] = (
     "nodule_mass",
@@ -155,8 +159,11 @@ def _box_reduce_split(pixels: np.ndarray, ky: int, kx: int, pool: ThreadPoolExec
     """:func:`models.geometry.box_reduce`, the top and bottom halves at the same time when ``pool``.
 
     The halves are split on a multiple of ``ky`` rows, so every block lies in one half and
-    the result is identical to one call (numpy releases the GIL in the sums).
+    the result is identical to one call (numpy releases the GIL in the sums).  An
+    :class:`models.imaging.AffineGrey` reduces itself from its stored values.
     """
+    if hasattr(pixels, "box_reduce"):
+        return pixels.box_reduce(ky, kx, pool)
     h = pixels.shape[0]
     cut = (h // ky) // 2 * ky
     if pool is None or cut == 0:
@@ -166,32 +173,39 @@ def _box_reduce_split(pixels: np.ndarray, ky: int, kx: int, pool: ThreadPoolExec
     return np.concatenate([top.result(), bottom])
 
 
-def prepare(pixels: np.ndarray, size: int = INPUT_SIZE, fine_size: int | None = None,
+def prepare(pixels: np.ndarray | AffineGrey, size: int = INPUT_SIZE, fine_size: int | None = None,
             workers: int = 1) -> Prepared:
     """Letterbox and normalise one radiograph (H, W) of presentation values for the networks.
 
-    With ``fine_size`` the same image is also prepared on that grid (``Prepared.fine``),
-    normalised by the percentiles of its own content; the full-size image is box-reduced
-    once for both grids (exactly what each would compute, see :func:`models.geometry.letterbox`).
-    With ``workers`` >= 2 (and a fine grid) the box reduction is split in two halves and the
-    two grids are prepared at the same time on two threads: the same arithmetic, so the
-    result is identical to ``workers=1``.
+    ``pixels`` is the float image, or an :class:`models.imaging.AffineGrey` (a DICOM
+    image's stored values and affine grayscale map, :meth:`models.imaging.Radiograph.image_source`),
+    which is box-reduced straight from the stored values (the same numbers, without the
+    full-size float image).  With ``fine_size`` the same image is also prepared on that
+    grid (``Prepared.fine``), normalised by the percentiles of its own content; the
+    full-size image is box-reduced once for both grids (exactly what each would compute,
+    see :func:`models.geometry.letterbox`).  With ``workers`` >= 2 (and a fine grid) a
+    second thread takes half of the box reduction, then the fine grid while the calling
+    thread prepares the coarse one: the same arithmetic, so the result is identical to
+    ``workers=1``.
     """
     if pixels.ndim != 2:
         raise ValueError(f"expected a 2-D greyscale radiograph, got shape {pixels.shape}")
-    pixels = np.asarray(pixels, dtype=np.float32)
+    if not hasattr(pixels, "box_reduce"):
+        pixels = np.asarray(pixels, dtype=np.float32)
+    shape = (int(pixels.shape[0]), int(pixels.shape[1]))
+    pool = _helper() if workers >= 2 else None
     if not fine_size:
         norm, geometry, box = _grid(pixels, size)
-        return Prepared(norm[None, None], geometry, box, (int(pixels.shape[0]), int(pixels.shape[1])))
-    pool = _helper() if workers >= 2 else None
+        return Prepared(norm[None, None], geometry, box, shape)
     reduced = None
-    ky, kx = reduction_factors(pixels.shape, fine_size, REDUCING_GAP)
+    ky, kx = reduction_factors(shape, fine_size, REDUCING_GAP)
     if ky > 1 or kx > 1:
         reduced = (_box_reduce_split(pixels, ky, kx, pool), ky, kx)
+    # the fine grid (about twice the work of the coarse one) on the helper thread
     fine_job = pool.submit(_grid, pixels, fine_size, reduced) if pool is not None else None
     norm, geometry, box = _grid(pixels, size, reduced)
-    fine = (fine_job.result() if fine_job is not None else _grid(pixels, fine_size, reduced))[0][None, None]
-    return Prepared(norm[None, None], geometry, box, (int(pixels.shape[0]), int(pixels.shape[1])), fine)
+    fine = (fine_job.result() if fine_job is not None else _grid(pixels, fine_size, reduced))[0]
+    return Prepared(norm[None, None], geometry, box, shape, fine[None, None])
 
 
 def prepare_mask(mask: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:

@@ -183,3 +183,52 @@ def test_prepare_on_two_threads_is_identical():
     two = prepare(img, 256, fine_size=512, workers=2)
     assert np.array_equal(one.tensor, two.tensor) and np.array_equal(one.fine, two.fine)
     assert one.geometry == two.geometry and one.content == two.content
+
+
+@pytest.mark.parametrize("shape", [(2048, 2048), (2140, 1760), (1999, 2001), (3000, 2400)])
+def test_prepare_from_stored_values_equals_prepare_from_pixels(shape):
+    """A DICOM radiograph is prepared from its stored values (no full-size float image): same grids."""
+    from models.cxr.preprocess import prepare
+    from models.imaging import AffineGrey
+
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    stored = ((np.sin(yy / 97.0) * np.cos(xx / 131.0) + 1) * 2000
+              + np.random.default_rng(2).integers(0, 95, shape)).astype(np.uint16)
+    grey = AffineGrey(stored, -1 / 3999, 1 + 47 / 3999)
+    pixels = grey.full()
+    for workers in (1, 2):
+        want = prepare(pixels, 256, fine_size=512, workers=1)
+        got = prepare(grey, 256, fine_size=512, workers=workers)
+        assert np.array_equal(got.tensor, want.tensor) and np.array_equal(got.fine, want.fine)
+        assert got.geometry == want.geometry and got.content == want.content
+        coarse = prepare(grey, 256, workers=workers)
+        assert np.array_equal(coarse.tensor, prepare(pixels, 256).tensor)
+
+
+def test_regions_are_ranked_by_peak_with_boxes_of_the_whole_map():
+    """Several regions of one class: the three highest peaks, each box where its pixels are.
+
+    Post-processing labels only the bounding box of the thresholded pixels; the boxes
+    must still be model-grid boxes (offset back), in peak order, tiny regions left out.
+    """
+    from scipy import ndimage as ndi
+
+    seg = np.zeros((len(CLASSES), 256, 256), np.float32)
+    cls = CLASSES.index("consolidation")
+    spots = [((110, 60), 0.95, 5), ((150, 180), 0.7, 6), ((80, 200), 0.85, 4), ((200, 90), 0.6, 5), ((60, 100), 0.55, 0)]
+    for (y, x), p, r in spots:
+        seg[cls, y - r:y + r + 1, x - r:x + r + 1] = p  # the last one is a single pixel: too small
+    scores = np.zeros(len(CLASSES), np.float32)
+    scores[cls] = 0.9
+    lung = np.zeros((256, 256), np.float32)
+    lung[30:230, 30:120] = 1
+    lung[30:230, 140:230] = 1
+    geo = prepare(np.ones((256, 256), np.float32)).geometry  # identity letterbox
+    res = post_process(scores, 0.9, seg, lung, geo, {c: 0.5 for c in CLASSES})
+    lab, _ = ndi.label(seg[cls] >= 0.5 * 0.95)
+    want = []
+    for (y, x), p, r in sorted(spots[:4], key=lambda s: -s[1])[:3]:
+        sl = ndi.find_objects(lab)[lab[y, x] - 1]
+        want.append([sl[1].start, sl[0].start, sl[1].stop, sl[0].stop])
+    assert [list(map(float, f.box)) for f in res.findings] == want
+    assert [f.probability for f in res.findings] == pytest.approx([0.9 * p / 0.95 for p in (0.95, 0.85, 0.7)])

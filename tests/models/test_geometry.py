@@ -75,3 +75,34 @@ def test_bad_inputs():
         letterbox(np.zeros((4, 4, 3), np.float32), 8)
     with pytest.raises(ValueError):
         Letterbox.for_shape(0, 10, 8)
+
+
+def _box_reduce_reference(image: np.ndarray, ky: int, kx: int) -> np.ndarray:
+    """The block mean with numpy.sum over the block axes (rows, then columns)."""
+    h, w = image.shape
+    nh, nw = -(-h // ky), -(-w // kx)
+    padded_rows = [image[i * ky:(i + 1) * ky].sum(axis=0, dtype=np.float32) for i in range(nh)]
+    rows = np.stack(padded_rows)
+    out = np.stack([rows[:, j * kx:(j + 1) * kx].sum(axis=1, dtype=np.float32) for j in range(nw)], axis=1)
+    counts = np.outer([min(ky, h - i * ky) for i in range(nh)], [min(kx, w - j * kx) for j in range(nw)])
+    return out / counts
+
+
+def test_box_reduce_is_the_block_mean():
+    from models.geometry import box_reduce
+
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        h, w = rng.integers(1, 60, 2)
+        ky, kx = rng.integers(1, 7, 2)
+        img = rng.random((h, w)).astype(np.float32)
+        np.testing.assert_allclose(box_reduce(img, ky, kx), _box_reduce_reference(img, ky, kx), rtol=1e-6)
+    # the chest X-ray grids: sums in order, the same numbers as numpy.sum over the block axis
+    img = rng.random((1024, 1024)).astype(np.float32)
+    for k in (2, 4):
+        blocks = img.reshape(1024 // k, k, 1024).sum(axis=1)
+        want = blocks.reshape(1024 // k, 1024 // k, k).transpose(2, 0, 1)
+        acc = want[0].copy()
+        for j in range(1, k):
+            acc += want[j]
+        assert np.array_equal(box_reduce(img, k, k), acc * np.float32(1.0 / (k * k)))

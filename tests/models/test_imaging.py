@@ -232,3 +232,38 @@ def test_fast_paths_equal_the_elementwise_pipeline(photometric, tags):
     r = load_radiograph(ds)
     np.testing.assert_allclose(r.pixels, expected, atol=2e-6)
     assert r.window == window and r.voi == voi
+
+
+# ---- stored values straight to the model grid (AffineGrey) ---------------------------
+@pytest.mark.parametrize("photometric", ["MONOCHROME1", "MONOCHROME2"])
+def test_affine_dicom_pixels_are_computed_on_first_use(photometric):
+    """An affine grayscale pipeline keeps the stored values; ``pixels`` appears when read, identical."""
+    from models.imaging import AffineGrey, _grayscale
+
+    stored = np.random.default_rng(3).integers(0, 4096, size=(64, 48)).astype(np.uint16)
+    ds = make_radiograph_ds(stored, photometric=photometric, WindowCenter=2000, WindowWidth=3001)
+    r = load_radiograph(ds)
+    assert isinstance(r.grey, AffineGrey)
+    assert isinstance(r.image_source(), AffineGrey)  # nothing computed yet
+    assert r.shape == (64, 48) and r.__dict__.get("_pixels") is None
+    expected, _, _ = _grayscale(stored.astype(np.int64), ds, photometric, None)
+    np.testing.assert_allclose(r.pixels, expected, atol=2e-6)
+    assert r.pixels is r.pixels and r.image_source() is r.pixels  # computed once, then reused
+    assert np.array_equal(np.asarray(r.grey), r.pixels)
+
+
+@pytest.mark.parametrize("shape", [(2048, 2048), (2049, 1023), (7, 9), (301, 1)])
+@pytest.mark.parametrize("factors", [(2, 2), (4, 4), (3, 2), (1, 2), (2, 1)])
+def test_affine_grey_box_reduce_equals_reducing_the_float_image(shape, factors):
+    """Block by block from the stored values, on one or two threads: bit for bit the same."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from models.geometry import box_reduce
+    from models.imaging import AffineGrey
+
+    stored = np.random.default_rng(5).integers(0, 4096, size=shape).astype(np.uint16)
+    grey = AffineGrey(stored, -1 / 3999, 1 + 47 / 3999)
+    want = box_reduce(grey.full(), *factors)
+    with ThreadPoolExecutor(1) as pool:
+        for p in (None, pool):
+            assert np.array_equal(grey.box_reduce(*factors, pool), want)
