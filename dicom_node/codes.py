@@ -92,6 +92,11 @@ FINDING_SUBTYPES: dict[str, CodedConcept] = {
     "metastasis": _sct("128462008", "Metastasis"),
     "hcc": _private("HCC", "Hepatocellular carcinoma"),
     "indeterminate": _private("INDETERMINATE", "Indeterminate lesion"),
+    # the liver task's descriptive subtypes (models.ct.liver.SUBTYPES): features, not diagnoses
+    "cyst_like": _private("CYSTLIKE", "Cyst-like lesion (water attenuation, no enhancement)"),
+    "hcc_like": _private("HCCLIKE", "Lesion with HCC-like enhancement features"),
+    "hypoenhancing": _private("HYPOENH", "Hypo-enhancing lesion"),
+    "indeterminate_enhancing": _private("INDETENH", "Indeterminate enhancing lesion"),
 }
 
 # measurement names (TID 300) and units (UCUM)

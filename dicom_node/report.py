@@ -113,7 +113,7 @@ _TEXT = {
 # clinical rank within a severity level (lower first)
 _RANK = {"pneumothorax": 0, "nodule_mass": 1, "mass": 1, "nodule": 2, "consolidation": 3,
          "pleural_effusion": 4, "interstitial_opacity": 5, "liver_lesion": 6, "coronary_calcium": 7}
-_MALIGNANT_LIVER = {"metastasis", "hcc"}
+_MALIGNANT_LIVER = {"metastasis", "hcc", "hcc_like", "hypoenhancing"}  # listed first
 
 
 @dataclass(frozen=True)
@@ -227,7 +227,7 @@ def severity(f: Finding, study_type: str = "cxr") -> int:
         cat = lung_rads(f)
         return SIGNIFICANT if cat and cat.startswith("4") else MINOR
     if f.label == "liver_lesion":
-        return MINOR if f.type in ("cyst", "hemangioma") else SIGNIFICANT
+        return MINOR if f.type in ("cyst", "hemangioma", "cyst_like") else SIGNIFICANT
     if f.label == "coronary_calcium":
         return SIGNIFICANT if (f.agatston or 0) >= 100 else MINOR
     if f.label in ("nodule_mass", "mass", "consolidation", "pleural_effusion"):

@@ -89,6 +89,39 @@ class SendResult:
         return len(self.statuses) - self.sent
 
 
+class _Negotiation:
+    """What happened on the wire while an association was requested (for a precise error message)."""
+
+    def __init__(self) -> None:
+        self.connected = False
+        self.received: list[str] = []
+        self.rejection: Any = None  # the A-ASSOCIATE-RJ PDU, when one arrived
+
+    def handlers(self) -> list[tuple[Any, Any]]:
+        from pynetdicom import evt
+
+        return [(evt.EVT_CONN_OPEN, self._open), (evt.EVT_PDU_RECV, self._pdu)]
+
+    def _open(self, event: Any) -> None:
+        self.connected = True
+
+    def _pdu(self, event: Any) -> None:
+        self.received.append(type(event.pdu).__name__)
+        if self.received[-1] == "A_ASSOCIATE_RJ":
+            self.rejection = event.pdu
+
+    def reason(self, assoc: Association) -> str:
+        if not self.connected:
+            return "no connection (refused, unreachable or timed out)"
+        if "A_ABORT_RQ" in self.received:
+            return "the peer aborted it (A-ABORT)"
+        if self.received:
+            return f"unexpected answer ({', '.join(self.received)})"
+        if assoc.is_aborted:
+            return "the peer closed the connection without answering"
+        return "no answer to the A-ASSOCIATE request"
+
+
 @contextmanager
 def associate(peer: Peer, calling_ae: str, contexts: list[Any], timeout_s: float = 30.0,
               max_pdu: int = 4 * 1024 * 1024, **kwargs: Any) -> Iterator[Association]:
@@ -103,14 +136,25 @@ def associate(peer: Peer, calling_ae: str, contexts: list[Any], timeout_s: float
         from dicom_node.tls import client_context
 
         kwargs["tls_args"] = (peer.tls_context or client_context(), peer.host)
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, **kwargs)
-    if not assoc.is_established:
-        if assoc.is_rejected:
+    negotiation = _Negotiation()
+    handlers = list(kwargs.pop("evt_handlers", [])) + negotiation.handlers()
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, evt_handlers=handlers, **kwargs)
+    if assoc.is_established:
+        from pynetdicom import evt
+
+        assoc.unbind(evt.EVT_PDU_RECV, negotiation._pdu)  # only the negotiation is of interest
+    else:
+        # the A-ASSOCIATE-RJ seen on the wire counts too: when the peer closes the connection
+        # right after it, pynetdicom can end the request without setting is_rejected
+        if assoc.is_rejected or negotiation.rejection is not None:
+            rj = negotiation.rejection or getattr(assoc.acceptor, "primitive", None)
+            why = f" ({rj.result_str}, {rj.reason_str})" if rj is not None and hasattr(rj, "reason_str") else ""
             raise AssociationError(
-                f"peer {peer.name} ({peer.ae_title}@{peer.host}:{peer.port}) rejected the association; "
+                f"peer {peer.name} ({peer.ae_title}@{peer.host}:{peer.port}) rejected the association{why}; "
                 f"is this node ({calling_ae}) registered there?"
             )
-        raise AssociationError(f"cannot associate with peer {peer.name} ({peer.ae_title}@{peer.host}:{peer.port})")
+        raise AssociationError(f"cannot associate with peer {peer.name} ({peer.ae_title}@{peer.host}:{peer.port}): "
+                               + negotiation.reason(assoc))
     try:
         yield assoc
     finally:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
@@ -146,12 +147,47 @@ class CtTask:
             result = self.pipeline(volume.load_series(files))
         t1 = time.perf_counter()
         obj = ct_result_json(public(result), self.name)
-        sources = sorted((pydicom.dcmread(f) for f in files), key=lambda d: int(d.get("InstanceNumber", 0) or 0))
+        datasets = [pydicom.dcmread(f) for f in files]
+        # a multi-phase study's findings lie on its reference series: the SR and SEG refer to that one
+        reference = str(obj.get("reference_series_uid") or "")
+        sources = [d for d in datasets if str(d.get("SeriesInstanceUID", "")) == reference] or datasets
+        sources.sort(key=lambda d: int(d.get("InstanceNumber", 0) or 0))
         first = sources[len(sources) // 2]
         parsed = AnalysisResult.from_json(obj, source=ImageRef.from_dataset(first), study_type=self.study_type)
+        parsed = with_ct_masks(parsed, obj, result, sources)
         out = TaskOutput(results=[(parsed, sources)], models={parsed.model.name: parsed.model.version})
         out.timings = {"model_s": round(t1 - t0, 4), "read_s": round(time.perf_counter() - t1, 4)}
         return out
+
+
+def with_ct_masks(parsed: AnalysisResult, obj: dict[str, Any], result: dict[str, Any],
+                  sources: list[Any]) -> AnalysisResult:
+    """``parsed`` with each CT finding's 3-D mask (for the SEG) from the task's label map.
+
+    ``result["_mask"]`` labels the voxels of the finding whose JSON has that
+    ``mask_label``; ``result["_planes"]`` names the source image of each plane (the
+    series' slices in position order, :func:`models.ct.volume.volume_from_datasets`).
+    A finding keeps only the planes it lies on.  Without both (or when a plane's image is
+    not among ``sources``, e.g. slices interpolated into a gap) the findings stay without
+    masks and the SEG is left out, with a log line.
+    """
+    import dataclasses
+
+    mask, planes = result.get("_mask"), result.get("_planes")
+    if mask is None or not parsed.findings:
+        return parsed
+    by_uid = {str(d.SOPInstanceUID): d for d in sources}
+    if not planes or len(planes) != mask.shape[0] or any(u not in by_uid for u in planes):
+        logger.warning("CT findings without masks: the label map's planes do not match the source slices")
+        return parsed
+    refs = [ImageRef.from_dataset(by_uid[u]) for u in planes]
+    findings = []
+    for f, fj in zip(parsed.findings, obj.get("findings") or []):
+        label = fj.get("mask_label") if isinstance(fj, dict) else None
+        m = mask == int(label) if label is not None else None
+        zs = np.flatnonzero(m.any(axis=(1, 2))) if m is not None else np.zeros(0, int)
+        findings.append(dataclasses.replace(f, mask=m[zs], mask_images=tuple(refs[z] for z in zs)) if zs.size else f)
+    return dataclasses.replace(parsed, findings=tuple(findings) + tuple(parsed.findings[len(findings):]))
 
 
 def ct_result_json(obj: dict[str, Any], task: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@ washout, enhancing capsule — LI-RADS v2018 major features, as descriptive meas
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -62,14 +62,31 @@ def enhancement_pattern(lesion_hu: dict[str, float], liver_hu: dict[str, float],
     return {"arterial_hyperenhancement": aphe, "washout": wash, "capsule": cap}
 
 
-def suggestion(pattern: dict[str, bool], long_axis_mm: float, lesion_hu: dict[str, float]) -> str:
-    """A descriptive category (not LI-RADS, which needs the at-risk population)."""
+SUBTYPES = ("cyst_like", "hcc_like", "hypoenhancing", "indeterminate_enhancing")
+"""The lesion ``type`` values (coded in SR by ``dicom_node.codes.FINDING_SUBTYPES``)."""
+
+
+def subtype(pattern: dict[str, bool], lesion_hu: dict[str, float]) -> str:
+    """The lesion's descriptive subtype, one of :data:`SUBTYPES` (not LI-RADS, which needs
+    the at-risk population)."""
     if all(abs(v) < 20 for v in lesion_hu.values()) or (
             "portal-venous" in lesion_hu and lesion_hu["portal-venous"] < 20):
-        return "cyst-like (water attenuation, no enhancement)"
+        return "cyst_like"
     if pattern["arterial_hyperenhancement"] and (pattern["washout"] or pattern["capsule"]):
-        return "HCC-like features" + (" (>= 10 mm)" if long_axis_mm >= 10 else " (< 10 mm)")
+        return "hcc_like"
     if not pattern["arterial_hyperenhancement"]:
+        return "hypoenhancing"
+    return "indeterminate_enhancing"
+
+
+def suggestion(pattern: dict[str, bool], long_axis_mm: float, lesion_hu: dict[str, float]) -> str:
+    """The descriptive category shown to the reader, from :func:`subtype`."""
+    kind = subtype(pattern, lesion_hu)
+    if kind == "cyst_like":
+        return "cyst-like (water attenuation, no enhancement)"
+    if kind == "hcc_like":
+        return "HCC-like features" + (" (>= 10 mm)" if long_axis_mm >= 10 else " (< 10 mm)")
+    if kind == "hypoenhancing":
         return "hypo-enhancing lesion (metastasis-like or other)"
     return "indeterminate enhancing lesion"
 
@@ -84,6 +101,7 @@ class LiverInput:
     registration: dict[str, dict]
     windows: list[tuple[int, int, int]]
     transforms: dict | None = None  # phase → SimpleITK transform (reference point → phase point)
+    series_uids: list[str] = field(default_factory=list)  # of the volumes, in the order of ``calls``
 
 
 def _windows(shape) -> list[tuple[int, int, int]]:
@@ -163,7 +181,7 @@ class LiverPipeline:
             phase_hu[ph] = _onto(moved, work)
         chans = np.stack([phase_hu.get(p, phase_hu[ref_phase]) for p in CHANNEL_PHASES])
         return LiverInput(ref, work, chans, phase_hu, calls, reg_info, _windows([max(n, PATCH) for n in work.shape]),
-                          transforms)
+                          transforms, [str(v.meta.get("series_instance_uid", "")) for v in vols])
 
     def predict(self, x: LiverInput, batch: int = 2) -> np.ndarray:
         """(2, z, y, x) probabilities: liver, lesion.  With ``edge_pad`` the first and last
@@ -270,16 +288,19 @@ class LiverPipeline:
             d["centre_voxel_zyx"] = [round(float(v), 2) for v in x.reference.patient_to_voxel(d["centre_patient_mm"])]
             findings.append({"label": "liver lesion", "probability": round(float(prob[1][sl][m].max()), 4), **d,
                              "hu_by_phase": les_hu, "liver_hu_by_phase": liv_hu, "rim_hu_by_phase": rim_hu,
-                             **pat, "type": suggestion(pat, d["long_axis_mm"], les_hu),
+                             **pat, "type": subtype(pat, les_hu),
                              "category": suggestion(pat, d["long_axis_mm"], les_hu), "segment": None,
                              "mask_label": k})
         liver_ml = float(liver.sum() * np.prod(SPACING) / 1000)
         mask = resample_mask(lesions, work, x.reference) if findings else np.zeros(x.reference.shape, np.uint16)
         return {"task": "liver", "model": self.name, "version": self.version,
-                "phases": [{"phase": c.phase, "source": c.source, "evidence": c.evidence} for c in x.calls],
+                "phases": [{"phase": c.phase, "source": c.source, "evidence": c.evidence, "series_uid": uid}
+                           for c, uid in zip(x.calls, x.series_uids)],
+                "reference_series_uid": str(x.reference.meta.get("series_instance_uid", "")),
                 "registration": x.registration, "liver_volume_ml": round(liver_ml, 1),
                 "n_lesions": len(findings), "findings": findings,
-                "_mask": mask, "_liver": resample_mask(liver.astype(np.uint8), work, x.reference), "_prob": prob}
+                "_mask": mask, "_liver": resample_mask(liver.astype(np.uint8), work, x.reference), "_prob": prob,
+                "_planes": x.reference.meta.get("sop_instance_uids")}
 
     def __call__(self, vols: list[CTVolume]) -> dict[str, Any]:
         x = self.pre_process(vols)

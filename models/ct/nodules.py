@@ -306,7 +306,7 @@ class NodulePipeline:
         overall = max(cats, key=order_c.index) if cats else "1"
         return {"task": "ct-nodule", "model": self.name, "version": self.version, "n_nodules": len(findings),
                 "n_candidates": len(x.candidates), "lung_rads_suggestion": overall, "findings": findings,
-                "_mask": mask, "_work_labels": label_map}
+                "_mask": mask, "_work_labels": label_map, "_planes": x.volume.meta.get("sop_instance_uids")}
 
     def __call__(self, vol: CTVolume, lungs: np.ndarray | None = None, lobes: np.ndarray | None = None
                  ) -> dict[str, Any]:

@@ -294,6 +294,8 @@ def volume_from_datasets(datasets: Sequence, *, allow_missing: bool = False,
                        steps.min(), steps.max(), dz)
     meta["missing_slices"] = missing
     meta["n_slices_received"] = len(datasets)
+    # the image each plane of ``hu`` comes from (None when planes were interpolated into gaps)
+    meta["sop_instance_uids"] = None if missing else [str(ds.get("SOPInstanceUID", "")) for ds in datasets]
     meta["acquisition_times"] = [t for t in (_time_seconds(_f(ds, "AcquisitionTime")) for ds in datasets) if t is not None]
     hu = np.stack(slices).astype(np.float32)
     direction = np.stack([row, col, normal], axis=1)

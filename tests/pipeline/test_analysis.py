@@ -254,3 +254,50 @@ def test_gated_cardiac_ct_routes_to_calcium_scoring(config: NodeConfig, db: Data
     assert "Agatston" in summary["report"] and "CAC-DRS" in summary["report"]
     (sr_path,) = [r[0] for r in db.query("SELECT path FROM ai_objects WHERE study_uid = ? AND kind = 'sr'", (study,))]
     assert_valid(archive.absolute(sr_path))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)  # the CT tasks on PostgreSQL too
+def test_multiphase_liver_ct_routes_to_the_liver_task(config: NodeConfig, db: Database, shared_data: Path,
+                                                      tmp_path: Path) -> None:
+    """A four-phase abdominal CT (real liver, one synthetic lesion; models.ct) stored in the
+    archive is routed to the liver task as one study; its findings carry per-phase HU and
+    the SR is valid TID 1500."""
+    if not (shared_data / "ct" / "totalseg").is_dir():
+        pytest.skip("ct/totalseg missing")
+    import numpy as np
+
+    from training.ct.liver_data import liver_case, liver_train_volume
+    from training.synthesis.ct_dicom import write_series
+
+    lv = liver_train_volume()
+    vols, mp = liver_case(lv, np.random.default_rng(99002), n_lesions=1, diameter_range=(22.0, 24.0))
+    study_uid, files = generate_uid(), []
+    for k, v in enumerate(vols):  # four series of one study, the phase named by the description
+        files += write_series(v, tmp_path / f"s{k}", series_description=v.meta["series_description"],
+                              study_uid=study_uid, series_number=k + 1, seed=k)
+    archive = Archive(config, db)
+    study = [archive.store_file(f) for f in files][0].study_uid
+    summary = analyze_study(config, study)
+    routed = [j for j in summary["jobs"] if j["task"] == "analyze"][0]["outcome"]["routing"]["tasks"]
+    assert [t["task"] for t in routed] == ["liver"]
+    job = [j for j in summary["jobs"] if j["task"] == "liver"][0]
+    assert job["state"] == "done" and job["models"]
+    assert {f["label"] for f in summary["findings"]} == {"liver_lesion"}
+    stored = [f for r in db.query("SELECT data FROM findings WHERE study_uid = ?", (study,))
+              for f in json.loads(r["data"])["findings"]]
+    assert stored and all(f["type"] in ("cyst_like", "hcc_like", "hypoenhancing", "indeterminate_enhancing")
+                          for f in stored)
+    objects = _objects(db, study)
+    assert set(objects) >= {"sr", "seg"}
+    paths = dict(db.query("SELECT kind, path FROM ai_objects WHERE study_uid = ? AND state = 'current'", (study,)))
+    assert_valid(archive.absolute(paths["sr"]))
+    assert_valid(archive.absolute(paths["seg"]))
+    # the SEG covers the inserted lesion, on the portal-venous series the findings were measured on
+    from dicom_node.seg import read_segments
+
+    seg = pydicom.dcmread(archive.absolute(paths["seg"]))
+    refs = {str(i.ReferencedSOPInstanceUID) for s in seg.ReferencedSeriesSequence for i in s.ReferencedInstanceSequence}
+    pv = [pydicom.dcmread(f) for f in files if "portal" in pydicom.dcmread(f, stop_before_pixels=True).SeriesDescription.lower()]
+    assert refs <= {str(d.SOPInstanceUID) for d in pv}
+    (lesion_seg,) = read_segments(seg).values()
+    assert lesion_seg.sum() > 100  # voxels of a 22-24 mm lesion on 1.5-3 mm slices

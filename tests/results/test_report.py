@@ -169,3 +169,17 @@ def test_low_operating_point_finding_never_reads_zero():
     assert r.items[0].text == "Interstitial opacity in the left lower zone (AI probability 0.0049)"
     assert [probability_text(p) for p in (0.93, 0.01, 0.0049, 0.000123, 0.0)] == ["0.93", "0.01", "0.0049",
                                                                                  "0.00012", "0.00"]
+
+
+def test_ct_liver_task_subtypes_order_and_severity():
+    """The liver task's descriptive subtypes (models.ct.liver.SUBTYPES): cyst-like is minor,
+    HCC-like and hypo-enhancing lesions come first; the category gives the wording."""
+    from dicom_node.report import MINOR, SIGNIFICANT, severity
+    from models.ct.liver import SUBTYPES
+
+    fs = (Finding("liver_lesion", long_axis_mm=30.0, type="cyst_like", category="cyst-like (water attenuation, no enhancement)"),
+          Finding("liver_lesion", long_axis_mm=14.0, type="hcc_like", category="HCC-like features (>= 10 mm)"))
+    assert {f.type for f in fs} <= set(SUBTYPES)
+    assert [severity(f, "ct_liver") for f in fs] == [MINOR, SIGNIFICANT]
+    en = draft_report(fs, study_type="ct_liver", language="en")
+    assert "HCC-like features" in en.items[0].text and "cyst-like" in en.items[1].text

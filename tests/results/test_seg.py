@@ -135,3 +135,33 @@ def test_rasterise_matches_pixel_centre_rule():
     inside = (s > 1e-9).all(0) | (s < -1e-9).all(0)
     assert np.array_equal(m, inside)
     assert rasterise(((1, 1), (5, 1)), (8, 8)).sum() == 0  # degenerate
+
+
+def test_ct_task_label_map_becomes_per_finding_masks_and_a_seg(tmp_path):
+    """dicom_node.tasks.with_ct_masks: a CT task's label map (planes in position order, here
+    the reverse of the instance order) gives each finding its 3-D mask on the right slices."""
+    from dicom_node import samples
+    from dicom_node.tasks import with_ct_masks
+
+    series = samples.ct_series(8, size=32, seed=3)
+    by_position = sorted(series, key=lambda d: float(d.ImagePositionPatient[2]))[::-1]  # any order
+    planes = [str(d.SOPInstanceUID) for d in by_position]
+    label_map = np.zeros((8, 32, 32), np.uint16)
+    label_map[2:4, 5:12, 6:14] = 1
+    label_map[6, 20:25, 20:26] = 2
+    obj = {"model": {"name": "ct-nodule-fpr", "version": "1"}, "findings": [
+        {"label": "lung nodule", "probability": 0.9, "type": "solid", "mask_label": 1},
+        {"label": "lung nodule", "probability": 0.6, "type": "ground-glass", "mask_label": 2}]}
+    parsed = AnalysisResult.from_json(obj, source=ImageRef.from_dataset(series[0]), study_type="ct_nodule")
+    parsed = with_ct_masks(parsed, obj, {"_mask": label_map, "_planes": planes}, series)
+    first, second = parsed.findings
+    assert first.mask.shape == (2, 32, 32) and [r.sop_instance_uid for r in first.mask_images] == planes[2:4]
+    assert second.mask.sum() == 30 and [r.sop_instance_uid for r in second.mask_images] == [planes[6]]
+    seg = roundtrip(build_segmentation(parsed, series), tmp_path / "seg.dcm")
+    assert_valid(tmp_path / "seg.dcm")
+    (mask,) = read_segments(seg).values()  # both nodules: one segment per finding type
+    assert mask.sum() == label_map.astype(bool).sum()
+    # planes that do not match the slices (e.g. interpolated into a gap): no masks, no error
+    assert all(f.mask is None for f in with_ct_masks(
+        AnalysisResult.from_json(obj, source=ImageRef.from_dataset(series[0]), study_type="ct_nodule"),
+        obj, {"_mask": label_map, "_planes": planes[:7]}, series).findings)
