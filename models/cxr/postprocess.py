@@ -116,13 +116,16 @@ def lung_fields(lung_prob: np.ndarray, threshold: float = 0.5) -> LungFields:
     sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]
     order = np.argsort(sizes, kind="stable")[::-1]
     keep = [k + 1 for k in order[:2] if sizes[k] >= 0.15 * sizes.max()]
-    comps = sorted((lab == k for k in keep), key=_mean_column)
-    clean = np.zeros_like(mask)
-    for c in comps:
-        clean |= c
+    boxes = ndi.find_objects(lab, max_label=max(keep))
+    # mean column of each kept component from its bounding box (the same integer sums)
+    centre = {k: _mean_column(lab[boxes[k - 1]] == k) + boxes[k - 1][1].start for k in keep}
+    keep.sort(key=centre.__getitem__)
+    comps = [lab == k for k in keep]
+    clean = comps[0] | comps[1] if len(comps) == 2 else comps[0].copy()
     if len(comps) == 2:
         right, left = comps
-        mid = (np.flatnonzero(right.any(axis=0))[-1] + np.flatnonzero(left.any(axis=0))[0]) / 2.0
+        # last column of the right lung, first column of the left one: their bounding boxes
+        mid = ((boxes[keep[0] - 1][1].stop - 1) + boxes[keep[1] - 1][1].start) / 2.0
     else:
         mid = size / 2.0
         right = clean & (np.arange(size)[None, :] < mid) if _mean_column(clean) < mid else np.zeros_like(clean)
@@ -160,7 +163,8 @@ def region_contour(region: np.ndarray) -> np.ndarray:
     """Outer contour of a binary region as (N, 2) continuous model-pixel (x, y) points."""
     from skimage.measure import find_contours
 
-    padded = np.pad(region.astype(np.float32), 1)
+    padded = np.zeros((region.shape[0] + 2, region.shape[1] + 2), np.float64)
+    padded[1:-1, 1:-1] = region
     contours = find_contours(padded, 0.5)
     if not contours:
         ys, xs = np.nonzero(region)
@@ -244,15 +248,19 @@ def post_process(
 def _lung_overlap(region: np.ndarray, lung_mask: np.ndarray, y0: int, x0: int) -> float:
     """Fraction of ``region`` (a crop at y0, x0) within the lung fields dilated by LUNG_MARGIN_PX.
 
-    The dilation (LUNG_MARGIN_PX iterations of the 4-connected cross) only reaches
-    LUNG_MARGIN_PX pixels, so it is computed on the crop grown by that margin.
+    The dilation (LUNG_MARGIN_PX iterations of the 4-connected cross) reaches the pixels
+    within that city-block distance of the lungs, so it is computed on the crop grown by
+    that margin, as the crop's city-block distance transform (one pass instead of one per
+    iteration; a monotone path between two pixels stays in their rectangle, so the two agree).
     """
     m = LUNG_MARGIN_PX
     h, w = region.shape
     ya, xa = max(y0 - m, 0), max(x0 - m, 0)
     yb, xb = min(y0 + h + m, lung_mask.shape[0]), min(x0 + w + m, lung_mask.shape[1])
-    near = ndi.binary_dilation(lung_mask[ya:yb, xa:xb], iterations=m)
-    near = near[y0 - ya:y0 - ya + h, x0 - xa:x0 - xa + w]
+    crop = lung_mask[ya:yb, xa:xb]
+    if not crop.any():
+        return 0.0
+    near = ndi.distance_transform_cdt(~crop, metric="taxicab")[y0 - ya:y0 - ya + h, x0 - xa:x0 - xa + w] <= m
     return float((region & near).sum()) / float(max(region.sum(), 1))
 
 

@@ -232,3 +232,27 @@ def test_regions_are_ranked_by_peak_with_boxes_of_the_whole_map():
         want.append([sl[1].start, sl[0].start, sl[1].stop, sl[0].stop])
     assert [list(map(float, f.box)) for f in res.findings] == want
     assert [f.probability for f in res.findings] == pytest.approx([0.9 * p / 0.95 for p in (0.95, 0.85, 0.7)])
+
+
+def test_city_block_dilation_and_lung_overlap_equal_iterated_cross_dilation():
+    """The one-pass replacements in post-processing give scipy's iterated dilation exactly."""
+    from scipy import ndimage as ndi
+
+    from models.cxr.nodule import dilate_city_block
+    from models.cxr.postprocess import LUNG_MARGIN_PX, _lung_overlap
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        m = rng.random(tuple(rng.integers(1, 40, 2))) < rng.uniform(0.001, 0.2)
+        r = int(rng.integers(1, 6))
+        assert np.array_equal(dilate_city_block(m, r), ndi.binary_dilation(m, iterations=r))
+    for _ in range(300):
+        lungs = rng.random((64, 64)) < rng.uniform(0.0, 0.03)
+        h, w = rng.integers(1, 25, 2)
+        y0, x0 = int(rng.integers(0, 64 - h)), int(rng.integers(0, 64 - w))
+        region = rng.random((h, w)) < 0.7
+        m = LUNG_MARGIN_PX
+        ya, xa = max(y0 - m, 0), max(x0 - m, 0)
+        near = ndi.binary_dilation(lungs[ya:y0 + h + m, xa:x0 + w + m], iterations=m)[y0 - ya:y0 - ya + h, x0 - xa:x0 - xa + w]
+        want = float((region & near).sum()) / float(max(region.sum(), 1))
+        assert _lung_overlap(region, lungs, y0, x0) == want

@@ -106,3 +106,23 @@ def test_box_reduce_is_the_block_mean():
         for j in range(1, k):
             acc += want[j]
         assert np.array_equal(box_reduce(img, k, k), acc * np.float32(1.0 / (k * k)))
+
+
+def test_float_image_maps_the_array_without_a_copy():
+    import gc
+
+    from PIL import Image
+
+    from models.geometry import float_image
+
+    a = np.random.default_rng(4).random((37, 53)).astype(np.float32)
+    im = float_image(a.copy())  # the only reference to the array is the image's
+    gc.collect()
+    assert im.mode == "F" and im.size == (53, 37)
+    assert np.array_equal(np.asarray(im), a)
+    ref = Image.fromarray(a, mode="F")
+    box = (1.5, 2.0, 50.25, 33.0)
+    assert np.array_equal(np.asarray(im.resize((20, 13), Image.Resampling.BILINEAR, box=box)),
+                          np.asarray(ref.resize((20, 13), Image.Resampling.BILINEAR, box=box)))
+    strided = float_image(a[:, ::2])  # not contiguous: copied, same values
+    assert np.array_equal(np.asarray(strided), a[:, ::2])
