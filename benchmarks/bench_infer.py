@@ -212,7 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shared-data", type=Path, default=Path(os.environ.get("MEDWS_SHARED_DATA", REPO.parent / "shared" / "data")))
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     ap.add_argument("--name", default="bench_infer")
+    ap.add_argument("--processes", type=int, default=3,
+                    help="independent processes, each timing --n radiographs per path (the speed of torch's "
+                         "thread pool varies from one process to the next; the summary pools them)")
+    ap.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.child is None and args.processes > 1:
+        return _parent(args, list(argv if argv is not None else sys.argv[1:]))
 
     import onnxruntime as ort
     import torch
@@ -252,6 +258,70 @@ def main(argv: list[str] | None = None) -> int:
         ort_layout = {"networks_concurrent": pipe.concurrent, "intra_op_threads_per_network": pipe.lesion.threads,
                       "fine_nodule_network": pipe.nodule is not None}
 
+    if args.child is not None:  # one of --processes: the raw samples go to the parent
+        args.child.write_text(json.dumps({
+            "samples": samples, "image": image_info, "models": provenance, "ort_providers": providers,
+            "ort_layout": ort_layout, "findings_last_run": {k: len(r["findings"]) for k, r in records.items()},
+            "loadavg": [load_before, load_after], "other_share": other_share}))
+        return 0
+    result = _result(args, samples, image_info, provenance, providers, ort_layout,
+                     {k: len(r["findings"]) for k, r in records.items()}, load_before, load_after, other_share)
+    _write(args, result)
+    return 0
+
+
+def _parent(args, argv: list[str]) -> int:
+    """Run ``--processes`` child processes one after the other and pool their samples."""
+    import subprocess
+
+    keep = []
+    skip = False
+    for a in argv:  # the child gets the same options, one process each
+        if skip:
+            skip = False
+            continue
+        if a == "--processes":
+            skip = True
+            continue
+        if not a.startswith("--processes="):
+            keep.append(a)
+    children = []
+    with tempfile.TemporaryDirectory() as tmp_s:
+        for i in range(args.processes):
+            out = Path(tmp_s) / f"child{i}.json"
+            subprocess.run([sys.executable, str(Path(__file__).resolve()), *keep, "--child", str(out)], check=True)
+            children.append(json.loads(out.read_text()))
+    samples = {k: [s for c in children for s in c["samples"][k]] for k in children[0]["samples"]}
+    first = children[0]
+    shares = [c["other_share"] for c in children if c["other_share"] is not None]
+    result = _result(args, samples, first["image"], first["models"], first["ort_providers"], first["ort_layout"],
+                     first["findings_last_run"], children[0]["loadavg"][0], children[-1]["loadavg"][1],
+                     max(shares) if shares else None)
+    per = []
+    for c in children:
+        st = {k: summarise(v) for k, v in c["samples"].items()}
+        per.append({"onnxruntime_ms": st["onnxruntime"]["total"]["median_ms"],
+                    "torch_eager_ms": st["torch_eager"]["total"]["median_ms"],
+                    "speedup": round(st["torch_eager"]["total"]["median_ms"] / st["onnxruntime"]["total"]["median_ms"], 3),
+                    "network_speedup": round(st["torch_eager"]["predict"]["median_ms"]
+                                             / st["onnxruntime"]["predict"]["median_ms"], 3)})
+    result["processes"] = per
+    _write(args, result)
+    return 0
+
+
+def _write(args, result: dict) -> None:
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / f"{args.name}.md").write_text(markdown(result) + "\n")
+    print(markdown(result))
+
+
+def _result(args, samples, image_info, provenance, providers, ort_layout, findings, load_before, load_after,
+            other_share) -> dict:
+    import onnxruntime as ort
+    import torch
+
     stats = {k: summarise(v) for k, v in samples.items()}
     med_ort, med_torch = stats["onnxruntime"]["total"]["median_ms"], stats["torch_eager"]["total"]["median_ms"]
     speedup = round(med_torch / med_ort, 3)
@@ -266,25 +336,23 @@ def main(argv: list[str] | None = None) -> int:
         "stats": stats, "speedup_vs_torch_median": speedup, "network_speedup_vs_torch_median": net_speedup,
         "targets": {"median_ms_max": TARGET_MEDIAN_MS, "speedup_min": TARGET_SPEEDUP},
         "meets_targets": {"median": med_ort <= TARGET_MEDIAN_MS, "speedup": speedup >= TARGET_SPEEDUP},
-        "findings_last_run": {k: len(r["findings"]) for k, r in records.items()},
+        "findings_last_run": findings, "n_total": len(samples["onnxruntime"]),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpu_count": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
                     "loadavg_after": [round(x, 2) for x in load_after],
                     "other_processes_cpu_share": other_share, "python": platform.python_version(),
                     "onnxruntime": ort.__version__, "torch": torch.__version__, "numpy": np.__version__},
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / f"{args.name}.md").write_text(markdown(result) + "\n")
-    print(markdown(result))
-    return 0
+    return result
 
 
 def markdown(r: dict) -> str:
     lines = [f"# Chest X-ray inference latency ({r['date']})", "",
              f"{r['image']['rows']}x{r['image']['columns']} CR DICOM ({r['image']['transfer_syntax']}, "
              f"{r['image']['photometric']}, {r['image']['content']}); {r['threads']} CPU threads; "
-             f"n={r['n']} after {r['warmup']} warm-up runs; ORT providers {r['ort_providers']}"
+             + (f"{len(r['processes'])} processes one after the other, n={r['n']} radiographs per path in each "
+                f"({r['n_total']} pooled)" if r.get("processes") else f"n={r['n']}")
+             + f" after {r['warmup']} warm-up runs; ORT providers {r['ort_providers']}"
              + (_layout_text(r) if r.get("ort_layout", {}).get("networks_concurrent") else "") + ".", "",
              "Models: " + "; ".join(f"{k} {v['version']} ({v['weights']})" for k, v in r["models"].items()), "",
              "| path | decode | pre | networks | post | total median | total p95 | total min | CPU time median |",
@@ -294,7 +362,13 @@ def markdown(r: dict) -> str:
                      f"{s['post']['median_ms']} | **{s['total']['median_ms']} ms** | {s['total']['p95_ms']} ms | "
                      f"{s['total']['min_ms']} ms | {s['cpu_total']['median_ms']} ms |")
     m = r["meets_targets"]
-    lines += ["", f"Speed-up of ONNX Runtime over torch eager (median total): **{r['speedup_vs_torch_median']}x**; "
+    if r.get("processes"):
+        lines += ["", "| process | ONNX Runtime median | torch eager median | speed-up | networks only |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {i + 1} | {p['onnxruntime_ms']} ms | {p['torch_eager_ms']} ms | {p['speedup']}x | "
+                  f"{p['network_speedup']}x |" for i, p in enumerate(r["processes"])]
+    lines += ["", f"Speed-up of ONNX Runtime over torch eager (median total{', pooled' if r.get('processes') else ''}): "
+              f"**{r['speedup_vs_torch_median']}x**; "
               f"networks stage alone: **{r['network_speedup_vs_torch_median']}x** (decode, pre and post are the same numpy code on both paths).",
               (f"Targets: median <= {r['targets']['median_ms_max']:g} ms: {'met' if m['median'] else 'NOT met'}; "
                f">= {r['targets']['speedup_min']:g}x torch: {'met' if m['speedup'] else 'NOT met'}."

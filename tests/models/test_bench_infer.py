@@ -18,7 +18,8 @@ def test_bench_infer_smoke(tmp_path):
     pytest.importorskip("training.cxr.nets")
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "bench_infer.py"), "--n", "2", "--warmup", "1",
-         "--size", "512", "--threads", "1", "--random-init", "--out", str(tmp_path), "--name", "smoke"],
+         "--size", "512", "--threads", "1", "--random-init", "--processes", "2", "--out", str(tmp_path),
+         "--name", "smoke"],
         capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "smoke.json").read_text())
@@ -29,3 +30,6 @@ def test_bench_infer_smoke(tmp_path):
     assert result["image"]["rows"] == 512 and result["image"]["photometric"] == "MONOCHROME1"
     assert "random-init" in result["models"]["cxr-lesions"]["weights"]
     assert (tmp_path / "smoke.md").read_text().startswith("# Chest X-ray inference latency")
+    # two independent processes, their samples pooled, each one's speed-up listed
+    assert len(result["processes"]) == 2 and result["n_total"] == 4
+    assert all(p["speedup"] > 0 for p in result["processes"])
