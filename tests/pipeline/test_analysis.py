@@ -288,7 +288,7 @@ def test_multiphase_liver_ct_routes_to_the_liver_task(config: NodeConfig, db: Da
     assert stored and all(f["type"] in ("cyst_like", "hcc_like", "hypoenhancing", "indeterminate_enhancing")
                           for f in stored)
     objects = _objects(db, study)
-    assert set(objects) >= {"sr", "seg"}
+    assert set(objects) >= {"sr", "seg", "gsps"}  # outlines traced from the 3-D mask on each slice
     paths = dict(db.query("SELECT kind, path FROM ai_objects WHERE study_uid = ? AND state = 'current'", (study,)))
     assert_valid(archive.absolute(paths["sr"]))
     assert_valid(archive.absolute(paths["seg"]))
