@@ -292,6 +292,7 @@ def test_multiphase_liver_ct_routes_to_the_liver_task(config: NodeConfig, db: Da
     paths = dict(db.query("SELECT kind, path FROM ai_objects WHERE study_uid = ? AND state = 'current'", (study,)))
     assert_valid(archive.absolute(paths["sr"]))
     assert_valid(archive.absolute(paths["seg"]))
+    assert_valid(archive.absolute(paths["gsps"]))
     # the SEG covers the inserted lesion, on the portal-venous series the findings were measured on
     from dicom_node.seg import read_segments
 
