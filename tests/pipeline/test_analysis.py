@@ -274,7 +274,8 @@ def test_multiphase_liver_ct_routes_to_the_liver_task(config: NodeConfig, db: Da
     study_uid, files = generate_uid(), []
     for k, v in enumerate(vols):  # four series of one study, the phase named by the description
         files += write_series(v, tmp_path / f"s{k}", series_description=v.meta["series_description"],
-                              study_uid=study_uid, series_number=k + 1, seed=k)
+                              study_uid=study_uid, series_number=k + 1, seed=k,
+                              extra={"BodyPartExamined": "ABDOMEN"})  # General Series Laterality (2C) needs it
     archive = Archive(config, db)
     study = [archive.store_file(f) for f in files][0].study_uid
     summary = analyze_study(config, study)
