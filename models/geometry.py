@@ -73,12 +73,18 @@ class Letterbox:
 
     def box_to_source(self, box: tuple[float, float, float, float] | np.ndarray,
                       clip: bool = True) -> list[float]:
-        """Map a model-pixel box ``[x1, y1, x2, y2]`` to source pixels (clipped to the image)."""
-        pts = self.to_source(np.asarray(box, dtype=np.float64).reshape(2, 2))
+        """Map a model-pixel box ``[x1, y1, x2, y2]`` to source pixels (clipped to the image).
+
+        Four numbers: Python float arithmetic (the same IEEE double operations as
+        :meth:`to_source`, without building arrays).
+        """
+        x1, y1, x2, y2 = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(-1))
+        xs = [(x - self.pad_x) / self.scale for x in (x1, x2)]
+        ys = [(y - self.pad_y) / self.scale for y in (y1, y2)]
         if clip:
-            pts[:, 0] = np.clip(pts[:, 0], 0, self.src_w)
-            pts[:, 1] = np.clip(pts[:, 1], 0, self.src_h)
-        return [float(v) for v in pts.reshape(-1)]
+            xs = [min(max(x, 0.0), float(self.src_w)) for x in xs]
+            ys = [min(max(y, 0.0), float(self.src_h)) for y in ys]
+        return [xs[0], ys[0], xs[1], ys[1]]
 
     def box_to_model(self, box: tuple[float, float, float, float] | np.ndarray) -> list[float]:
         """Map a source-pixel box ``[x1, y1, x2, y2]`` to model pixels."""
