@@ -126,3 +126,17 @@ def test_float_image_maps_the_array_without_a_copy():
                           np.asarray(ref.resize((20, 13), Image.Resampling.BILINEAR, box=box)))
     strided = float_image(a[:, ::2])  # not contiguous: copied, same values
     assert np.array_equal(np.asarray(strided), a[:, ::2])
+
+
+def test_box_to_source_equals_the_array_transform():
+    """box_to_source (Python floats) gives exactly to_source + clip on arrays."""
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        h, w, size = int(rng.integers(50, 3000)), int(rng.integers(50, 3000)), int(rng.choice([256, 512]))
+        lb = Letterbox.for_shape(h, w, size)
+        box = rng.uniform(-5, size + 5, 4)
+        pts = lb.to_source(box.reshape(2, 2))
+        assert lb.box_to_source(box, clip=False) == [float(v) for v in pts.reshape(-1)]
+        pts[:, 0] = np.clip(pts[:, 0], 0, lb.src_w)
+        pts[:, 1] = np.clip(pts[:, 1], 0, lb.src_h)
+        assert lb.box_to_source(box) == [float(v) for v in pts.reshape(-1)]
