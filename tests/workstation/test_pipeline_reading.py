@@ -186,3 +186,31 @@ def test_ct_task_finding_is_drawn_on_its_slice_and_selected(qtbot, window):
     assert s.slice_index == 4 and it in s.visible_items()
     s.set_slice(0)
     assert it not in s.visible_items()
+
+
+def test_ct_finding_mask_on_some_slices_is_aligned_to_the_series(qtbot, window):
+    """A CT task's finding carries its 3-D mask on the slices it lies on (``mask`` +
+    ``mask_images``, as ``dicom_node.tasks.with_ct_masks`` writes it): the viewer gets a
+    series-aligned stack, so scrolling paints the mask on the right slices only."""
+    from dicom_node.findings import encode_mask
+
+    win, store, _chest, ct_uid, _l = window
+    s = _open(qtbot, win, ct_uid)
+    series = s.series
+    uids = series.sop_uids
+    planes = np.zeros((2, *series.shape), bool)
+    planes[:, 40:48, 20:30] = True
+    finding = {"label": "liver_lesion", "probability": 0.8, "type": "hypoenhancing",
+               "mask": encode_mask(planes),
+               "mask_images": [{"sop_instance_uid": uids[k], "sop_class_uid": "1.2.840.10008.5.1.4.1.1.2"} for k in (7, 8)],
+               "image": {"sop_instance_uid": uids[7], "sop_class_uid": "1.2.840.10008.5.1.4.1.1.2"}}
+    store.put_analysis_result(ct_uid, {"task": "liver", "model": {"name": "ct-liver-lesion-seg", "version": "masks"},
+                                       "findings": [finding]}, kind="ct_liver")
+    s = _open(qtbot, win, ct_uid)
+    it = next(i for i in s.review.items if i.model_version == "masks")
+    stack = s.seg_masks[it.seg_key]
+    assert stack.shape == (series.n, *series.shape)
+    assert [k for k in range(series.n) if stack[k].any()] == [7, 8]
+    for k in (0, 7, 8, series.n - 1):  # painting every slice works (the stack is indexed by slice)
+        s.set_slice(k)
+        win.viewer.grab()

@@ -153,6 +153,9 @@ class ReviewState:
         self.decisions: list[Decision] = []
         self.heatmaps: dict[str, object] = {}  # finding id → probability map (numpy, any resolution)
         self.segs: dict[str, object] = {}  # finding id → binary mask (numpy, 2-D or per-slice 3-D)
+        # finding id → SOP Instance UID → 2-D mask: a CT finding's mask on the slices it lies on,
+        # aligned to its series once the images are loaded (workstation.core.study.align_plane_masks)
+        self.seg_planes: dict[str, dict[str, object]] = {}
         self._listeners: list[Callable[[Decision], None]] = []
 
     def subscribe(self, fn: Callable[[Decision], None]) -> None:

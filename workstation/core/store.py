@@ -140,6 +140,7 @@ class ReadingStore:
         items: list[ReviewItem] = []
         masks_seg: dict[str, Any] = {}
         masks_heat: dict[str, Any] = {}
+        planes_by_item: dict[str, dict[str, Any]] = {}
         n = 0
         for res in self.analysis_results(study_uid):
             src = (res.get("source") or {}).get("sop_instance_uid", "")
@@ -158,7 +159,12 @@ class ReadingStore:
                     except FindingFormatError as e:
                         logger.warning("finding %s: mask ignored (%s)", item.ref, e)
                     else:
-                        if arr.dtype == bool:
+                        refs = f.get("mask_images") or []
+                        if arr.ndim == 3 and len(refs) == arr.shape[0]:
+                            # a CT finding: one plane per referenced slice, aligned to the series later
+                            planes_by_item[item.id] = {str(r.get("sop_instance_uid", "")): arr[i]
+                                                       for i, r in enumerate(refs)}
+                        elif arr.dtype == bool:
                             masks_seg[item.id] = arr
                             item.seg_key = item.id
                         else:
@@ -182,7 +188,7 @@ class ReadingStore:
                 if k in data and data[k] is not None:
                     setattr(it, k, data[k])
         state = ReviewState(items)
-        state.heatmaps, state.segs = masks_heat, masks_seg
+        state.heatmaps, state.segs, state.seg_planes = masks_heat, masks_seg, planes_by_item
         return state
 
     def save_decision(self, study_uid: str, d: Decision, item: ReviewItem) -> None:

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -236,6 +237,31 @@ def read_seg_overlays(path: Path | str) -> dict[str, dict[str, np.ndarray]]:
                                                 skip_overlap_checks=True)
         out[label] = {uid: arr[i, ..., 0] for i, uid in enumerate(uids)}
     return out
+
+
+def align_plane_masks(loaded: LoadedStudy, state: Any) -> int:
+    """Turn the per-slice masks of CT findings (``state.seg_planes``) into series-aligned overlays.
+
+    Each finding's planes are placed on the frames of the series holding them
+    (``(n, rows, cols)``, the layout the viewer indexes by slice) and become that finding's
+    SEG overlay.  Returns how many findings got one; planes of images not in the study are
+    ignored.
+    """
+    done = 0
+    for it in state.items:
+        planes = state.seg_planes.get(it.id)
+        if not planes:
+            continue
+        hit = next((h for h in (loaded.series_for(uid) for uid in planes) if h is not None), None)
+        if hit is None:
+            continue
+        stack = seg_stack(planes, hit[0])
+        if stack is None:
+            continue
+        state.segs[it.id] = stack if hit[0].n > 1 else stack[0]
+        it.seg_key = it.id
+        done += 1
+    return done
 
 
 def seg_stack(planes: dict[str, np.ndarray], series: DisplaySeries) -> np.ndarray | None:

@@ -29,7 +29,7 @@ from workstation.core.compare import place_ct_findings
 from workstation.core.session import ReadingSession
 from workstation.core.signing import SignResult, SigningError, addendum, sign
 from workstation.core.store import ReadingStore
-from workstation.core.study import load_study_files, read_seg_overlays, seg_stack
+from workstation.core.study import align_plane_masks, load_study_files, read_seg_overlays, seg_stack
 from workstation.core.users import UserStore
 from workstation.qt.panels import FindingsPanel, HelpPanel, ReportPanel, SignDialog, WorklistPanel
 from workstation.qt.viewer import ImageViewer
@@ -58,6 +58,7 @@ def load_for_reading(store: ReadingStore, study_uid: str, progress=lambda p, t="
     state.spacing = loaded.series[0].spacing
     place_ct_findings(loaded, state.items)  # models.ct findings: slice and box from their centre
     progress(85, "reading SEG overlays")
+    align_plane_masks(loaded, state)  # the findings' own per-slice masks first (CT)
     attach_seg_objects(loaded, state)
     report = store.report(study_uid)
     progress(100, "ready")
