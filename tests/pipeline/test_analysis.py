@@ -303,3 +303,51 @@ def test_multiphase_liver_ct_routes_to_the_liver_task(config: NodeConfig, db: Da
     assert refs <= {str(d.SOPInstanceUID) for d in pv}
     (lesion_seg,) = read_segments(seg).values()
     assert lesion_seg.sum() > 100  # voxels of a 22-24 mm lesion on 1.5-3 mm slices
+
+
+@pytest.mark.parametrize("backend", BACKENDS)  # the CT tasks on PostgreSQL too
+def test_chest_ct_nodule_gets_sr_seg_and_gsps(config: NodeConfig, db: Database, shared_data: Path,
+                                              tmp_path: Path) -> None:
+    """A chest CT (real lungs, held-out region, one inserted 16 mm solid nodule) stored in the
+    archive: ct-nodule's findings get a valid SR, SEG and GSPS, and the SEG covers the nodule."""
+    nifti = shared_data / "ct" / "totalseg" / "aortic_crop" / "ct_cropped.nii.gz"
+    if not nifti.is_file():
+        pytest.skip(f"{nifti} missing")
+    import numpy as np
+
+    from dicom_node.seg import read_segments
+    from models.ct.lungs import lung_mask
+    from models.ct.volume import read_nifti
+    from training.ct.data import NODULE_SPLIT_Z, LungVolume, sub_volume
+    from training.synthesis.ct_dicom import write_series
+    from training.synthesis.ct_nodules import NoduleSpec, insert_nodule, sample_centres
+
+    ao = read_nifti(nifti)
+    te = sub_volume(ao, NODULE_SPLIT_Z + 8, ao.shape[0])  # the held-out region
+    lv = LungVolume(te, lung_mask(te.hu, te.spacing))
+    rng = np.random.default_rng(99003)
+    c = sample_centres(lv.lungs, te.spacing, 16.0, rng, 1)[0]
+    hu, truth = insert_nodule(te.hu, te.spacing, NoduleSpec(tuple(c), 16.0, "solid", 30.0, seed=5), rng)
+    files = write_series(te.with_array(hu), tmp_path / "chest", series_description="Chest",
+                         extra={"BodyPartExamined": "CHEST"})
+    archive = Archive(config, db)
+    study = [archive.store_file(f) for f in files][0].study_uid
+    summary = analyze_study(config, study)
+    job = [j for j in summary["jobs"] if j["task"] == "ct-nodule"][0]
+    assert job["state"] == "done" and job["models"]
+    assert summary["findings"] and {f["label"] for f in summary["findings"]} == {"nodule"}
+    paths = dict(db.query("SELECT kind, path FROM ai_objects WHERE study_uid = ? AND state = 'current'", (study,)))
+    assert set(paths) >= {"sr", "seg", "gsps"}
+    for kind in ("sr", "seg", "gsps"):
+        assert_valid(archive.absolute(paths[kind]))
+    # the SEG's nodule voxels overlap the inserted nodule (slices matched by SOP Instance UID)
+    seg = pydicom.dcmread(archive.absolute(paths["seg"]))
+    (masks,) = read_segments(seg).values()
+    import highdicom as hd
+
+    uids = [u for _, _, u in hd.seg.Segmentation.from_dataset(seg, copy=True).get_source_image_uids()]  # read_segments' order
+    by_uid = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID): f for f in files}
+    z_of = {u: k for k, u in enumerate(sorted(by_uid, key=lambda u: float(
+        pydicom.dcmread(by_uid[u], stop_before_pixels=True).ImagePositionPatient[2])))}
+    hits = sum(int((masks[i] & truth[z_of[u]]).sum()) for i, u in enumerate(uids) if u in z_of)
+    assert hits > 0.5 * truth.sum()
