@@ -17,6 +17,7 @@ from dicom_node.delivery import Destinations
 from dicom_node.peers import PeerRegistry
 from tests.conftest import get_port
 from tests.support.dcmtk import wait_port
+from tests.support.medws_process import stop
 
 SENDER_AE = "TESTSCU"
 
@@ -76,13 +77,7 @@ class MedwsServer:
             self.proc = None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc, timeout_s=30)
         self.proc = None
 
     def db(self) -> Database:

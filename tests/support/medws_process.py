@@ -29,3 +29,15 @@ def terminate(proc: subprocess.Popen, timeout_s: float = 30) -> int:
     """SIGTERM ``proc`` and return its exit status (a clean stop is 0)."""
     proc.send_signal(signal.SIGTERM)
     return proc.wait(timeout=timeout_s)
+
+
+def stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout_s: float = 30) -> None:
+    """Stop a helper process still running: ``sig``, then kill it after ``timeout_s``."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

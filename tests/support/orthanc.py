@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.medws_process import stop
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -104,13 +106,7 @@ class Orthanc:
 
     def stop(self) -> None:
         """Terminate Orthanc (kill after 10 s)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc, timeout_s=10)
         self.proc = None
 
     # -------------------------------------------------------------- REST

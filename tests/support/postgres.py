@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import get_port
+from tests.support.medws_process import stop
 
 SEARCH = "/usr/lib/postgresql/*/bin"
 _names = itertools.count(1)
@@ -114,15 +115,7 @@ class PostgresServer:
         return False
 
     def _terminate(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # fast shutdown
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc, signal.SIGINT, 15)  # SIGINT: PostgreSQL's fast shutdown
         self.proc = None
 
     def url(self, dbname: str = "postgres") -> str:
