@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -205,6 +206,24 @@ def letterbox(image: np.ndarray, size: int, reducing_gap: float | None = None,
     out = np.zeros((size, size), dtype=np.float32)
     out[lb.pad_y:lb.pad_y + new_h, lb.pad_x:lb.pad_x + new_w] = content
     return out, lb
+
+
+def box_reduce_halves(reduce_rows: Any, h: int, w: int, ky: int, kx: int, pool: Any = None) -> np.ndarray:
+    """The ``(ceil(h/ky), ceil(w/kx))`` box reduction, its top and bottom halves at the same time.
+
+    ``reduce_rows(r0, r1, out)`` writes the block rows of source rows [r0, r1) into ``out``.
+    The halves meet on a multiple of ``ky`` rows, so every block lies in one of them and the
+    result is that of one call; with ``pool`` (an executor) its thread does the top half.
+    """
+    out = np.empty((-(-h // ky), -(-w // kx)), np.float32)
+    cut = (h // ky) // 2 * ky
+    if pool is None or cut == 0:
+        reduce_rows(0, h, out)
+        return out
+    top = pool.submit(reduce_rows, 0, cut, out)
+    reduce_rows(cut, h, out)
+    top.result()
+    return out
 
 
 def box_reduce(image: np.ndarray, ky: int, kx: int) -> np.ndarray:

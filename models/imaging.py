@@ -166,16 +166,10 @@ class AffineGrey:
         ``pool`` (a ``concurrent.futures`` executor): its thread reduces the top half while
         the calling thread reduces the bottom half (numpy releases the GIL).
         """
+        from models.geometry import box_reduce_halves
+
         h, w = self.stored.shape
-        out = np.empty((-(-h // ky), -(-w // kx)), np.float32)
-        cut = (h // ky) // 2 * ky
-        if pool is None or cut == 0:
-            self._reduce_rows(0, h, ky, kx, out)
-            return out
-        top = pool.submit(self._reduce_rows, 0, cut, ky, kx, out)
-        self._reduce_rows(cut, h, ky, kx, out)
-        top.result()
-        return out
+        return box_reduce_halves(lambda r0, r1, out: self._reduce_rows(r0, r1, ky, kx, out), h, w, ky, kx, pool)
 
 
 def load_radiograph(src: str | os.PathLike | Any) -> Radiograph:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models.geometry import Letterbox, box_reduce, letterbox, letterbox_mask, reduction_factors
+from models.geometry import (Letterbox, box_reduce, box_reduce_halves, letterbox, letterbox_mask,
+                             reduction_factors)
 
 if TYPE_CHECKING:
     from models.imaging import AffineGrey
@@ -158,19 +159,17 @@ _HELPER_LOCK = threading.Lock()
 def _box_reduce_split(pixels: np.ndarray, ky: int, kx: int, pool: ThreadPoolExecutor | None) -> np.ndarray:
     """:func:`models.geometry.box_reduce`, the top and bottom halves at the same time when ``pool``.
 
-    The halves are split on a multiple of ``ky`` rows, so every block lies in one half and
-    the result is identical to one call (numpy releases the GIL in the sums).  An
-    :class:`models.imaging.AffineGrey` reduces itself from its stored values.
+    (:func:`models.geometry.box_reduce_halves`: the result is that of one call; numpy
+    releases the GIL in the sums).  An :class:`models.imaging.AffineGrey` reduces itself
+    from its stored values.
     """
     if hasattr(pixels, "box_reduce"):
         return pixels.box_reduce(ky, kx, pool)
-    h = pixels.shape[0]
-    cut = (h // ky) // 2 * ky
-    if pool is None or cut == 0:
-        return box_reduce(pixels, ky, kx)
-    top = pool.submit(box_reduce, pixels[:cut], ky, kx)
-    bottom = box_reduce(pixels[cut:], ky, kx)
-    return np.concatenate([top.result(), bottom])
+
+    def rows(r0: int, r1: int, out: np.ndarray) -> None:
+        out[r0 // ky:-(-r1 // ky)] = box_reduce(pixels[r0:r1], ky, kx)
+
+    return box_reduce_halves(rows, pixels.shape[0], pixels.shape[1], ky, kx, pool)
 
 
 def prepare(pixels: np.ndarray | AffineGrey, size: int = INPUT_SIZE, fine_size: int | None = None,
