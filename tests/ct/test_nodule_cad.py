@@ -106,6 +106,85 @@ def test_fpr_sampler_and_classifier_export(tmp_path):
     assert res["parity_max_abs_diff"] < 1e-3
 
 
+
+def _ball_volume(r_vox=5.0, n=61):
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for _ in range(3)], indexing="ij")
+    d = np.sqrt((zz - n // 2) ** 2 + (yy - n // 2) ** 2 + (xx - n // 2) ** 2)
+    return np.where(d <= r_vox, 40.0, -850.0).astype(np.float32)
+
+
+def test_rotated_patch_keeps_the_centre_and_scales_the_anatomy():
+    from training.ct.fpr_data import rotated_patch
+
+    hu = _ball_volume()
+    c = np.full(3, 30.0)
+    plain = candidate_patches(hu, c[None])[0]
+    rng = np.random.default_rng(1)
+    for _ in range(5):  # a ball centred on the candidate looks the same under any rotation
+        rot = rotated_patch(hu, c, rng, scale_range=(1.0, 1.0))
+        assert rot.shape == (FPR_PATCH,) * 3
+        assert np.abs(rot - plain).mean() < 0.01
+        assert rot[FPR_PATCH // 2, FPR_PATCH // 2, FPR_PATCH // 2] == pytest.approx(plain[16, 16, 16])
+    inside = plain > 0.5
+    zoomed = rotated_patch(hu, c, rng, scale_range=(1.15, 1.15)) > 0.5  # output step 1.15 voxels
+    assert zoomed.sum() == pytest.approx(inside.sum() / 1.15 ** 3, rel=0.15)
+    # an elongated structure changes direction: a tube along z is no longer along z
+    tube = np.full((61, 61, 61), -850.0, np.float32)
+    tube[:, 28:33, 28:33] = 40.0
+    moved = [rotated_patch(tube, c, np.random.default_rng(k), scale_range=(1.0, 1.0)) for k in range(4)]
+    along_z = candidate_patches(tube, c[None])[0]
+    assert all(np.abs(m - along_z).mean() > 0.02 for m in moved)
+
+
+def test_draw_vessels_draws_a_tube_through_the_centre():
+    from training.ct.fpr_data import draw_vessels
+
+    bg = np.full((66, 66, 66), -850.0, np.float32)
+    sizes = []
+    for seed in range(8):
+        out = draw_vessels(bg, 1.5, np.random.default_rng(seed))
+        assert (out >= bg).all()  # drawn over the anatomy, never darker than it
+        assert out[33, 33, 33] >= -80.0  # the junction is on the candidate point
+        bright = np.argwhere(out > -400)
+        ext = np.ptp(bright @ np.linalg.svd(bright - bright.mean(0))[2][0], 0)  # length along the main axis
+        assert ext > 40  # a tube crossing the cube, not a blob
+        sizes.append(len(bright))
+    assert len(set(sizes)) == 8
+    # the anatomy behind a vessel stays where it is brighter (a vessel never erases a nodule)
+    hot = bg.copy()
+    hot[30:37, 30:37, 30:37] = 400.0
+    assert (draw_vessels(hot, 1.5, np.random.default_rng(0))[30:37, 30:37, 30:37] == 400.0).all()
+
+
+def test_fpr_sampler_with_anatomy_augmentation_and_mean_logit_ensemble(tmp_path):
+    torch = pytest.importorskip("torch")
+    from models.ct.volume import CTVolume
+    from training.ct.data import LungVolume
+    from training.ct.export import export_onnx
+    from training.ct.fpr_data import FprSource, fpr_sample
+    from training.ct.networks import MeanLogit, fpr_cnn
+
+    torch.set_num_threads(1)
+    hu, _, _ = _lung_with_vessel_and_nodule()
+    lungs = np.zeros(hu.shape, bool)
+    lungs[4:44, 6:58, 6:58] = True
+    src = FprSource(LungVolume(CTVolume(hu, (1.5, 1.5, 1.5), np.zeros(3)), lungs),
+                    np.array([[24.0, 20.0, 16.0]]), "toy")
+    rng = np.random.default_rng(0)
+    for label in (1.0, 0.0):
+        for _ in range(6):
+            x, y = fpr_sample([src], rng, p_pos=label, anatomy_aug=True, p_rotate=0.5, p_vessel=0.5)
+            assert x.shape == (FPR_PATCH,) * 3 and x.dtype == np.float32 and y[0] == label
+            assert -0.2 < x.min() and x.max() < 1.2
+    torch.manual_seed(0)
+    a, b = fpr_cnn(), fpr_cnn()
+    ens = MeanLogit([a, b]).eval()
+    xb = torch.from_numpy(np.stack([fpr_sample([src], rng, p_pos=1.0)[0] for _ in range(3)]))[:, None]
+    with torch.no_grad():
+        assert torch.allclose(ens(xb), (a.eval()(xb) + b.eval()(xb)) / 2, atol=1e-6)
+    res = export_onnx(ens, tmp_path / "ens.onnx", 1, FPR_PATCH, xb.numpy())
+    assert res["parity_max_abs_diff"] < 1e-3
+
 def _chest(shape=(40, 64, 64)):
     """Air-free body with a lung block (-850 HU) and soft tissue (40 HU) around it."""
     rng = np.random.default_rng(1)

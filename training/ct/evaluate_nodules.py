@@ -33,7 +33,7 @@ from training.ct.data import LungVolume, nodule_case, nodule_volumes
 from training.ct.export import export_onnx, training_record
 from training.ct.froc import dice, froc
 from training.ct.fpr_data import lowres_copy
-from training.ct.networks import fpr_cnn
+from training.ct.networks import MeanLogit, fpr_cnn
 
 logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
@@ -168,6 +168,9 @@ def choose_threshold(pipe: NodulePipeline, sets: list[LungVolume], n_cases: int 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ckpt", required=True, help="training output folder (model.pt, train_info.json)")
+    ap.add_argument("--ensemble-with", nargs="*", default=[],
+                    help="further training output folders: the classifier is the mean logit of all the "
+                         "networks (training.ct.networks.MeanLogit, one ONNX graph)")
     ap.add_argument("--cases-region", type=int, default=30)
     ap.add_argument("--cases-volume", type=int, default=15)
     ap.add_argument("--val-cases", type=int, default=10)
@@ -183,8 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
     ck = Path(a.ckpt)
-    net = fpr_cnn()
-    net.load_state_dict(torch.load(ck / "model.pt", map_location="cpu"))
+    ckpts = [ck, *(Path(p) for p in a.ensemble_with)]
+    nets = []
+    for c in ckpts:
+        n = fpr_cnn()
+        n.load_state_dict(torch.load(c / "model.pt", map_location="cpu"))
+        nets.append(n)
+    net = nets[0] if len(nets) == 1 else MeanLogit(nets)
     out_dir = Path(a.zoo) / MODEL_NAME / a.version
     if a.results_only:
         import tempfile
@@ -207,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     sets = {"heldout_region": (vs["heldout_region"], 10000), "heldout_volume": (vs["heldout_volume"], 20000)}
     res, measures = evaluate(pipe, sets, {"heldout_region": a.cases_region, "heldout_volume": a.cases_volume})
     if a.results_only:
-        rec = {"version_evaluated": a.version, "checkpoint": str(ck), "heldout_synthetic": res, "operating_point": op,
+        rec = {"version_evaluated": a.version, "checkpoint": str(ck), "ensemble_with": a.ensemble_with,
+               "heldout_synthetic": res, "operating_point": op,
                "second_stage": stage2, "evaluated_by": "training/ct/evaluate_nodules.py --results-only"}
         Path(a.results_only).write_text(json.dumps(rec, indent=1, default=float))
         print(json.dumps(res, indent=1, default=float))
@@ -240,10 +249,14 @@ def main(argv: list[str] | None = None) -> int:
             "real_data": "not measured: no labelled real nodule CT is available here",
         },
         sha256=sha256_file(onnx_path),
-        extra={"export": parity, "training": training_record(ck), "operating_point": op,
+        extra={"export": parity, "training": training_record(ck),
+               **({"ensemble": {"score": "mean logit of the networks (one ONNX graph)",
+                                "members": [training_record(c) for c in ckpts]}} if len(ckpts) > 1 else {}),
+               "operating_point": op,
                "candidates": {"floor": pipe.candidate_floor, "max_candidates": pipe.max_candidates,
                               "juxta_max": pipe.juxta_max, "work_orientation": WORK_ORIENTATION},
-               "network": "MONAI Convolution blocks 8-16-32-64 with max pooling, global average pooling, linear",
+               "network": ("MONAI Convolution blocks 8-16-32-64 with max pooling, global average pooling, linear"
+                           + (f"; {len(ckpts)} such networks, mean logit" if len(ckpts) > 1 else "")),
                "pipeline": "models.ct.blobs.lung_candidates (multiscale Hessian dot filter, free-standing and "
                            "wall-flattened passes, mirrored borders) → this classifier"
                            + (" + second stage (models.ct.candidate_features: Hessian shape, intensity, attachment, "

@@ -8,6 +8,14 @@ vessels, bifurcations, fissures, walls.  Every source exists five times: as reco
 degraded to 3 mm and to 2 mm isotropic, with 3 mm slices, and with a soft kernel plus noise
 (other reconstructions of the training region, each resampled back to 1.5 mm), plus random
 blur / flips / axis permutations / contrast / noise per patch.
+
+With ``anatomy_aug`` (1.3.0 onwards) the one training anatomy is varied further: a share of
+the patches is cut under a uniformly random 3-D rotation and an isotropic scale
+(:func:`rotated_patch`: vessels, fissures and walls at orientations and calibres the
+training region does not have), and a share of the negatives are synthetic vessel
+junctions drawn into real lung (:func:`draw_vessels`: a curved tube through the candidate
+point with a branch or a crossing there, the blob-like structures that score highest among
+real false positives).
 """
 from __future__ import annotations
 
@@ -18,7 +26,7 @@ from scipy import ndimage
 
 from models.ct.blobs import lung_candidates
 from models.ct.lungs import lung_mask
-from models.ct.nodules import FPR_PATCH, candidate_patches
+from models.ct.nodules import FPR_PATCH, candidate_patches, cut_patches, normalise
 from models.ct.volume import CTVolume, resample
 from training.ct.data import LungVolume
 from training.synthesis.ct_nodules import insert_nodule, random_spec
@@ -111,17 +119,86 @@ def _augment(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.ascontiguousarray(p, np.float32)
 
 
+SCALE_RANGE = (0.85, 1.15)
+
+
+def rotation_margin(size: int = FPR_PATCH, scale_max: float = SCALE_RANGE[1]) -> int:
+    """Side of the cube to cut so that a ``size`` patch under any rotation and a scale up to
+    ``scale_max`` stays inside it."""
+    return 2 * int(np.ceil(size / 2 * np.sqrt(3) * scale_max)) + 2
+
+
+def rotated_patch(hu: np.ndarray, centre, rng: np.random.Generator, size: int = FPR_PATCH,
+                  scale_range=SCALE_RANGE) -> np.ndarray:
+    """Normalised ``[size]^3`` patch of ``hu`` around ``centre`` under a uniformly random
+    3-D rotation and an isotropic scale drawn from ``scale_range`` (linear interpolation,
+    mirrored at the volume border like :func:`candidate_patches`; isotropic spacing assumed).
+    Output voxel ``size // 2`` is the rounded centre, as in :func:`candidate_patches`."""
+    from scipy.spatial.transform import Rotation
+
+    big = rotation_margin(size, scale_range[1])
+    src = cut_patches(hu, np.asarray(centre, float)[None], big)[0]
+    m = Rotation.random(random_state=rng).as_matrix() * float(rng.uniform(*scale_range))
+    offset = np.full(3, big // 2, float) - m @ np.full(3, size // 2, float)
+    out = ndimage.affine_transform(src, m, offset=offset, output_shape=(size,) * 3, order=1, mode="nearest")
+    return normalise(out)
+
+
+def _unit(rng: np.random.Generator) -> np.ndarray:
+    v = rng.normal(size=3)
+    return v / np.linalg.norm(v)
+
+
+def draw_vessels(hu: np.ndarray, spacing_mm: float, rng: np.random.Generator) -> np.ndarray:
+    """``hu`` (a cube, HU) with a synthetic vessel junction at its centre voxel: a gently
+    curved tube through the centre (radius 0.75-3 mm, enhanced-vessel HU, partial-volume
+    edge) and, at the centre, a branch (a thinner half-tube leaving it) or a crossing tube,
+    or neither.  A vessel is drawn as the brighter of itself and the anatomy behind it."""
+    c = np.full(3, hu.shape[0] // 2, float)
+    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in hu.shape], indexing="ij"), -1)
+    rel = (grid - c.astype(np.float32)) * np.float32(spacing_mm)  # mm from the centre
+    out = hu.astype(np.float32).copy()
+
+    def tube(u: np.ndarray, radius: float, level: float, half: bool, bend: float) -> None:
+        w = np.cross(u, _unit(rng))
+        w /= max(np.linalg.norm(w), 1e-6)
+        t = rel @ u.astype(np.float32)
+        axis = t[..., None] * u + (bend * t * t)[..., None] * w  # quadratic bend (1/mm)
+        d = np.linalg.norm(rel - axis.astype(np.float32), axis=-1)
+        cover = np.clip((radius - d) / spacing_mm + 0.5, 0.0, 1.0)  # one-voxel partial-volume edge
+        if half:
+            cover = cover * np.clip(t / spacing_mm + 0.5, 0.0, 1.0)
+        np.maximum(out, out + cover * (level - out), out=out)
+
+    r = float(rng.uniform(0.75, 3.0))
+    level = float(rng.uniform(-80.0, 250.0))
+    tube(_unit(rng), r, level, False, float(rng.uniform(-0.006, 0.006)))
+    kind = rng.random()
+    if kind < 0.45:  # branch leaving the junction
+        tube(_unit(rng), r * float(rng.uniform(0.5, 0.9)), level + float(rng.uniform(-40, 40)), True,
+             float(rng.uniform(-0.006, 0.006)))
+    elif kind < 0.75:  # another vessel crossing it
+        tube(_unit(rng), float(rng.uniform(0.75, 3.0)), float(rng.uniform(-80.0, 250.0)), False,
+             float(rng.uniform(-0.006, 0.006)))
+    return out
+
+
 def fpr_sample(sources: list[FprSource], rng: np.random.Generator, p_pos: float = 0.4,
-               size: int = FPR_PATCH) -> tuple[np.ndarray, np.ndarray]:
-    """(patch [size]^3 normalised, label [1]) from a random source."""
+               size: int = FPR_PATCH, anatomy_aug: bool = False, p_rotate: float = 0.5,
+               p_vessel: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """(patch [size]^3 normalised, label [1]) from a random source.  ``anatomy_aug``: with
+    probability ``p_rotate`` the patch is cut under a random rotation and scale
+    (:func:`rotated_patch`); a share ``p_vessel`` of the negatives is a synthetic vessel
+    junction in real lung (:func:`draw_vessels`)."""
     src = sources[rng.integers(len(sources))]
     hu = src.lv.vol.hu
     sp = src.lv.vol.spacing
+    rotate = anatomy_aug and rng.random() < p_rotate
     if rng.random() < p_pos:
         d = float(np.exp(rng.uniform(np.log(4.0), np.log(30.0))))
         c = src.nodule_centre(d, rng)
         spec = random_spec(rng, c, (d, d))
-        half = size // 2 + 4
+        half = (rotation_margin(size) if rotate else size) // 2 + 4
         lo = np.maximum(np.round(c).astype(int) - half, 0)
         hi = np.minimum(np.round(c).astype(int) + half, hu.shape)
         crop = hu[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
@@ -129,13 +206,21 @@ def fpr_sample(sources: list[FprSource], rng: np.random.Generator, p_pos: float 
         crop, _ = insert_nodule(crop, sp, local, rng)
         j = int(np.clip(round(0.3 * d / 2 / sp[0]), 1, 3))
         centre = np.asarray(c) - lo + rng.integers(-j, j + 1, 3)
-        patch = candidate_patches(crop, centre[None], size)[0]
+        patch = rotated_patch(crop, centre, rng, size) if rotate else candidate_patches(crop, centre[None], size)[0]
         label = 1.0
     else:
+        if anatomy_aug and rng.random() < p_vessel:
+            deep = src.nodule_centre(8.0, rng)  # lung at least ~2.4 mm from the wall
+            big = rotation_margin(size)
+            cube = draw_vessels(cut_patches(hu, deep[None], big)[0], float(sp[0]), rng)
+            patch = rotated_patch(cube, np.full(3, big // 2, float), rng, size) if rotate else \
+                candidate_patches(cube, np.full((1, 3), big // 2, float), size)[0]
+            return _augment(patch, rng), np.array([0.0], np.float32)
         if rng.random() < 0.9 and len(src.negatives):
             centre = src.negatives[rng.integers(len(src.negatives))] + rng.integers(-1, 2, 3)
         else:
             centre = src.lv.points[rng.integers(len(src.lv.points))]
-        patch = candidate_patches(hu, np.asarray(centre, float)[None], size)[0]
+        centre = np.asarray(centre, float)
+        patch = rotated_patch(hu, centre, rng, size) if rotate else candidate_patches(hu, centre[None], size)[0]
         label = 0.0
     return _augment(patch, rng), np.array([label], np.float32)

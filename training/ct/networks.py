@@ -26,3 +26,15 @@ def fpr_cnn(channels=(8, 16, 32, 64)) -> torch.nn.Module:
         c_in = c
     layers += [torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten(), torch.nn.Dropout(0.2), torch.nn.Linear(c_in, 1)]
     return torch.nn.Sequential(*layers)
+
+
+class MeanLogit(torch.nn.Module):
+    """Several classifiers as one network: the mean of their logits (an ensemble exported
+    as one ONNX graph, so the runtime pipeline and its card are unchanged)."""
+
+    def __init__(self, nets: list[torch.nn.Module]) -> None:
+        super().__init__()
+        self.nets = torch.nn.ModuleList(nets)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([n(x) for n in self.nets], 0).mean(0)

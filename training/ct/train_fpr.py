@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--init", help="start from this state dict (fine-tuning)")
     ap.add_argument("--hard-factor", type=int, default=2, help="negatives scored per negative kept (online mining)")
+    ap.add_argument("--anatomy-aug", action="store_true",
+                    help="random rotations/scales and synthetic vessel junctions (training.ct.fpr_data.fpr_sample)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(a.threads)
@@ -67,10 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     net = fpr_cnn()
     if a.init:
         net.load_state_dict(torch.load(a.init, map_location="cpu"))
-    info = train_fpr(net, lambda rng, label: fpr_sample(sources, rng, p_pos=float(label)), Path(a.out),
+    info = train_fpr(net, lambda rng, label: fpr_sample(sources, rng, p_pos=float(label), anatomy_aug=a.anatomy_aug),
+                     Path(a.out),
                      a.budget_min * 60, a.batch, lr=a.lr, seed=a.seed, max_iters=a.max_iters,
                      hard_factor=a.hard_factor)
     info["negative_candidates"] = {s.name: int(len(s.negatives)) for s in sources}
+    info["anatomy_aug"] = a.anatomy_aug
     finish_run(Path(a.out), info, a.init)
     return 0
 
