@@ -79,21 +79,28 @@ def test_candidate_patches_centre_and_mirror_padding():
     assert (p[1] > lo).sum() == 8
 
 
-def test_fpr_sampler_and_classifier_export(tmp_path):
-    torch = pytest.importorskip("torch")
+def _toy_source():
+    """A training source for the classifier's sampler: the toy lung with one negative (the vessel)."""
     from models.ct.volume import CTVolume
     from training.ct.data import LungVolume
+    from training.ct.fpr_data import FprSource
+
+    hu, _, _ = _lung_with_vessel_and_nodule()
+    lungs = np.zeros(hu.shape, bool)
+    lungs[4:44, 6:58, 6:58] = True
+    return FprSource(LungVolume(CTVolume(hu, (1.5, 1.5, 1.5), np.zeros(3)), lungs),
+                     np.array([[24.0, 20.0, 16.0]]), "toy")
+
+
+def test_fpr_sampler_and_classifier_export(tmp_path):
+    torch = pytest.importorskip("torch")
     from training.ct.export import export_onnx
-    from training.ct.fpr_data import FprSource, fpr_sample
+    from training.ct.fpr_data import fpr_sample
     from training.ct.networks import fpr_cnn
     from training.ct.train_fpr import train_fpr
 
     torch.set_num_threads(1)
-    hu, _, _ = _lung_with_vessel_and_nodule()
-    lungs = np.zeros(hu.shape, bool)
-    lungs[4:44, 6:58, 6:58] = True
-    src = FprSource(LungVolume(CTVolume(hu, (1.5, 1.5, 1.5), np.zeros(3)), lungs),
-                    np.array([[24.0, 20.0, 16.0]]), "toy")
+    src = _toy_source()
     rng = np.random.default_rng(0)
     x1, y1 = fpr_sample([src], rng, p_pos=1.0)
     x0, y0 = fpr_sample([src], rng, p_pos=0.0)
@@ -158,18 +165,12 @@ def test_draw_vessels_draws_a_tube_through_the_centre():
 
 def test_fpr_sampler_with_anatomy_augmentation_and_mean_logit_ensemble(tmp_path):
     torch = pytest.importorskip("torch")
-    from models.ct.volume import CTVolume
-    from training.ct.data import LungVolume
     from training.ct.export import export_onnx
-    from training.ct.fpr_data import FprSource, fpr_sample
+    from training.ct.fpr_data import fpr_sample
     from training.ct.networks import MeanLogit, fpr_cnn
 
     torch.set_num_threads(1)
-    hu, _, _ = _lung_with_vessel_and_nodule()
-    lungs = np.zeros(hu.shape, bool)
-    lungs[4:44, 6:58, 6:58] = True
-    src = FprSource(LungVolume(CTVolume(hu, (1.5, 1.5, 1.5), np.zeros(3)), lungs),
-                    np.array([[24.0, 20.0, 16.0]]), "toy")
+    src = _toy_source()
     rng = np.random.default_rng(0)
     for label in (1.0, 0.0):
         for _ in range(6):
