@@ -1,6 +1,7 @@
 """Held-out comparison of the nodule CAD versions and attempts, copied from the files that
 the evaluation (training/ct/evaluate_nodules.py) wrote: the shipped cards and the
-evaluation records of attempts that were not shipped.  Writes
+evaluation records (or the cards, written to a scratch registry) of attempts that were not
+shipped.  Writes
 benchmarks/results/ct_nodule_versions.{json,md}.
 
     python benchmarks/ct_nodule_versions.py
@@ -18,6 +19,9 @@ SOURCES = {
     "1.1.0 re-evaluated, logit-ranked": RES / "ct_nodule_fpr_1.1.0_heldout_logit_ranked.json",
     "+ second stage, uncapped (not shipped)": RES / "ct_nodule_fpr_1.2.0_uncapped_eval.json",
     "+ second stage, veto only (not shipped)": RES / "ct_nodule_fpr_1.2.0_veto_eval.json",
+    "anatomy augmentation (not shipped)": RES / "ct_nodule_fpr_1.3.0_anatomy_aug_card.json",
+    "anatomy augmentation + 1.1.0, mean logit (chosen on validation; not shipped)":
+        RES / "ct_nodule_fpr_1.3.0_anatomy_aug_ensemble_card.json",
 }
 
 
