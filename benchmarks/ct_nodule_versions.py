@@ -45,6 +45,13 @@ def main() -> int:
         *[(f"{s.replace('heldout_', '')} sensitivity at 1/8 … 8 FP/scan",
            lambda m, op, s=s: " ".join(_f(v) for v in m[s]["sensitivity_at_fp_per_scan"].values()))
           for s in ("combined", "heldout_region", "heldout_volume")],
+        *[(f"output-level CPM {label} (what the task reports)",
+           lambda m, op, s=s: f"{m['output_level'][s]['cpm']:.3f}" if "output_level" in m else "—")
+          for s, label in (("heldout_region", "held-out region"), ("heldout_volume", "held-out volume"),
+                           ("combined", "combined"))],
+        ("output-level combined sensitivity at 1/8 … 8 FP/scan",
+         lambda m, op: " ".join(_f(v) for v in m["output_level"]["combined"]["sensitivity_at_fp_per_scan"].values())
+         if "output_level" in m else "—"),
         ("candidate recall region / volume",
          lambda m, op: f"{m['heldout_region']['max_sensitivity']:.3f} / {m['heldout_volume']['max_sensitivity']:.2f}"),
         ("operating point: threshold, sensitivity, FP/scan",

@@ -255,17 +255,21 @@ class NodulePipeline:
         return [(i, *segment_blob(x.work.hu, c.zyx, c.radius_mm, x.work.spacing, hull))
                 for i, c in enumerate(x.candidates)]
 
-    def post_process(self, prob: np.ndarray, x: NoduleInput) -> dict[str, Any]:
+    def detections(self, score: np.ndarray, x: NoduleInput, threshold: float | None = None):
+        """The candidates the task reports, in descending ``score`` order, as
+        ``(candidate index, mask, box, label map)``: those scoring at least ``threshold``
+        (None: all of them), segmented, less those whose centre lies in a nodule already
+        reported or whose mask mostly does (a second candidate on the same nodule), and those
+        smaller than ``min_diameter_mm``.  ``post_process`` reports these at the card's
+        threshold; the evaluation's FROC ranks all of them (the task's output at every
+        threshold: a candidate is only ever suppressed by higher-scoring ones)."""
         work = x.work
-        from models.ct.lungs import LOBES, lung_extent
-
-        extent = lung_extent(x.lungs)
         hull = closed_lungs(x.lungs, work.spacing) | x.lungs
-        findings = []
         label_map = np.zeros(work.shape, np.uint16)
-        order = [i for i in np.argsort(-prob, kind="stable") if prob[i] >= self.threshold]
         k = 0
-        for i in order:
+        for i in np.argsort(-np.asarray(score), kind="stable"):
+            if threshold is not None and score[i] < threshold:
+                break
             c = x.candidates[i]
             cz0 = tuple(int(v) for v in np.clip(np.round(c.zyx), 0, np.asarray(work.shape) - 1))
             if label_map[cz0] > 0:  # a second candidate on a nodule already reported
@@ -281,6 +285,17 @@ class NodulePipeline:
                 continue
             k += 1
             label_map[sl][m] = k
+            yield int(i), m, sl, label_map
+
+    def post_process(self, prob: np.ndarray, x: NoduleInput) -> dict[str, Any]:
+        work = x.work
+        from models.ct.lungs import LOBES, lung_extent
+
+        extent = lung_extent(x.lungs)
+        findings = []
+        label_map = np.zeros(work.shape, np.uint16)
+        for i, m, sl, label_map in self.detections(prob, x, self.threshold):
+            k = len(findings) + 1
             off = [s.start for s in sl]
             h = work.hu[sl]
             d = describe(m, h, work, off)

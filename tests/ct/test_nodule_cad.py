@@ -255,3 +255,33 @@ def test_pipeline_reorients_to_the_training_orientation():
     assert pa and pa == pb
     near = [p for p in pa if np.linalg.norm(np.asarray(p) - lps.voxel_to_patient((15, 30, 20))) < 4]
     assert near
+
+
+def test_detections_report_a_nodule_once_and_rank_what_the_task_reports():
+    """A second candidate just outside a nodule (its edge, 1.5 mm out) is the same finding:
+    the task reports the nodule once, at every threshold; a separate structure is reported
+    on its own; a candidate that segments to less than the minimum diameter is not reported."""
+    from models.ct.blobs import Candidate
+    from models.ct.nodules import NoduleInput, NodulePipeline
+    from models.ct.volume import CTVolume
+
+    hu, m, tube = _lung_with_vessel_and_nodule("solid", d=12.0)
+    vol = CTVolume(hu, (1.5, 1.5, 1.5), np.zeros(3))
+    lungs = np.ones(hu.shape, bool)
+    edge = np.argwhere(ndimage.binary_dilation(m) & ~m)  # voxels just outside the nodule
+    far = edge[np.argmax(edge[:, 2])]  # on its +x side, away from the vessel
+    cands = [Candidate((24.0, 40.0, 44.0), 2.0, 6.0, 5.0),  # the nodule's centre
+             Candidate(tuple(float(v) for v in far), 1.0, 2.0, 1.0),  # its edge
+             Candidate((24.0, 20.0, 16.0), 1.0, 2.0, 1.0),  # on the vessel
+             Candidate((10.0, 50.0, 50.0), 1.0, 1.0, 1.0)]  # plain lung: nothing to segment
+    x = NoduleInput(vol, vol, lungs, tuple(slice(0, n) for n in hu.shape), None, cands)
+    pipe = NodulePipeline(model=object())
+    for score in ([9.0, 8.0, 1.0, 0.5], [8.0, 9.0, 1.0, 0.5]):  # either candidate of the nodule first
+        kept = [i for i, *_ in pipe.detections(np.array(score), x)]
+        assert sorted(kept) == [int(np.argmax(score[:2])), 2]
+        assert kept[0] == int(np.argmax(score[:2]))  # in score order
+    # at a threshold: only what scores at least that much, the same suppression
+    assert [i for i, *_ in pipe.detections(np.array([9.0, 8.0, 1.0, 0.5]), x, threshold=5.0)] == [0]
+    pipe.threshold = 0.5
+    res = pipe.post_process(np.array([0.9, 0.8, 0.6, 0.55]), x)
+    assert res["n_nodules"] == 2 and (res["_work_labels"][m] == 1).mean() > 0.8

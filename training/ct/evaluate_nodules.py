@@ -11,6 +11,13 @@ the operating threshold is chosen on VALIDATION cases of the training region (se
 bases of the other reconstruction (held-out volume).  A candidate is a hit when its
 centre lies in the inserted nodule's mask or within its radius of the nodule's centre
 (LUNA16); further hits on a found nodule are neither TP nor FP.
+
+Two FROCs are written: over all candidates (``heldout_region``/``heldout_volume``/
+``combined``, the earlier protocol) and over what the task reports (``output_level``): the
+candidates :meth:`NodulePipeline.detections` keeps at every threshold — a candidate whose
+centre or most of whose mask lies in a nodule already reported, or that segments to less
+than the minimum diameter, is not reported, so it is not a false positive of the task.  The
+operating threshold and the operating-point numbers use the reported findings.
 """
 from __future__ import annotations
 
@@ -66,14 +73,16 @@ def candidate_hits(x, labels: np.ndarray, specs: list[dict]) -> list[int | None]
 
 
 def evaluate(pipe: NodulePipeline, sets: dict, n_cases: dict[str, int]) -> tuple[dict, list[dict]]:
-    results: dict = {}
+    results: dict = {"output_level": {}}
     all_cases: list = []
+    all_out: list = []
     n_les_all = 0
     measures: list[dict] = []
     t_total = 0.0
     n_cand: list[int] = []
     for name, (lv, seed0) in sets.items():
         cases = []
+        out_cases = []
         n_les = 0
         for i in range(n_cases[name]):
             rng = np.random.default_rng(seed0 + i)
@@ -89,10 +98,12 @@ def evaluate(pipe: NodulePipeline, sets: dict, n_cases: dict[str, int]) -> tuple
             n_cand.append(len(x.candidates))
             hits = candidate_hits(x, labels, specs)
             cases.append(list(zip(z.tolist(), hits)))  # ranked by logit (no ties from a saturated sigmoid)
+            kept = [i for i, *_ in pipe.detections(z, x)]  # what the task reports, at every threshold
+            out_cases.append([(float(z[j]), hits[j], bool(prob[j] >= pipe.threshold)) for j in kept])
             wl = res["_work_labels"]
             for k, spec in enumerate(specs, start=1):
                 g = labels == k
-                found = any(h == k and p >= pipe.threshold for p, h in zip(prob, hits))
+                found = any(h == k and reported for _, h, reported in out_cases[-1])
                 row = {"set": name, "case": seed0 + i, "found": bool(found), **spec,
                        "true_volume_mm3": float(g.sum() * x.work.voxel_volume_mm3)}
                 ids = wl[g]
@@ -104,9 +115,13 @@ def evaluate(pipe: NodulePipeline, sets: dict, n_cases: dict[str, int]) -> tuple
                                 "pred_type": f["type"], "pred_volume_mm3": f["volume_mm3"]})
                 measures.append(row)
         results[name] = froc(cases, n_les, len(cases))
+        results["output_level"][name] = froc([[(zz, h) for zz, h, _ in c] for c in out_cases], n_les, len(cases))
         all_cases.extend(cases)
+        all_out.extend(out_cases)
         n_les_all += n_les
     results["combined"] = froc(all_cases, n_les_all, len(all_cases))
+    results["output_level"]["combined"] = froc([[(zz, h) for zz, h, _ in c] for c in all_out], n_les_all,
+                                               len(all_out))
     found = [m for m in measures if m["found"]]
     meas = [m for m in found if "dice" in m]
     ge = [m for m in measures if m["diameter_mm"] >= 6]
@@ -114,7 +129,9 @@ def evaluate(pipe: NodulePipeline, sets: dict, n_cases: dict[str, int]) -> tuple
         "threshold": pipe.threshold,
         "sensitivity": len(found) / max(len(measures), 1),
         "sensitivity_ge_6mm": sum(m["found"] for m in ge) / max(len(ge), 1),
-        "fp_per_scan": sum(1 for c in all_cases for z, h in c if h is None and sigmoid(z) >= pipe.threshold)
+        "fp_per_scan": sum(1 for c in all_out for _, h, reported in c if h is None and reported)
+        / max(len(all_out), 1),
+        "fp_per_scan_all_candidates": sum(1 for c in all_cases for z, h in c if h is None and sigmoid(z) >= pipe.threshold)
         / max(len(all_cases), 1),
         "mean_dice_found": float(np.mean([m["dice"] for m in meas])) if meas else 0.0,
         "diameter_mae_mm": float(np.mean([abs(m["pred_mean_diameter_mm"] - m["diameter_mm"]) for m in meas]))
@@ -136,11 +153,12 @@ def choose_threshold(pipe: NodulePipeline, sets: list[LungVolume], n_cases: int 
                      fp_per_scan: float = 1.0) -> dict:
     """Operating threshold from VALIDATION cases of the training region (seeds 5000+, each
     volume in ``sets``; never the held-out sets): the lowest probability with at most
-    ``fp_per_scan`` false positives per scan.  Also returns the validation FROC (for
+    ``fp_per_scan`` false positives (reported findings) per scan.  Also returns the validation FROC (for
     comparing checkpoints without the held-out sets)."""
     fps: list[float] = []
     n = 0
     cases: list = []
+    out_cases: list = []
     n_les = 0
     for lv in sets:
         for i in range(n_cases):
@@ -150,8 +168,10 @@ def choose_threshold(pipe: NodulePipeline, sets: list[LungVolume], n_cases: int 
             z = pipe.predict_logit(x)
             labels = labels_on_work(labels, vol, x.work)
             hits = candidate_hits(x, labels, specs)
-            fps += [float(v) for v, h in zip(z, hits) if h is None]
+            kept = [j for j, *_ in pipe.detections(z, x)]  # what the task reports (see evaluate)
+            fps += [float(z[j]) for j in kept if hits[j] is None]
             cases.append(list(zip(z.tolist(), hits)))
+            out_cases.append([(float(z[j]), hits[j]) for j in kept])
             n_les += len(specs)
             n += 1
     fps.sort(reverse=True)
@@ -162,7 +182,9 @@ def choose_threshold(pipe: NodulePipeline, sets: list[LungVolume], n_cases: int 
     return {"threshold": max(thr, 0.05), "validation_cases": n,
             "target_fp_per_scan": fp_per_scan,
             "validation_seeds": f"{seed0}..{seed0 + n_cases - 1} (training region, as reconstructed and at 3 mm)",
-            "validation_froc": froc(cases, n_les, n)}
+            "validation_froc": froc(cases, n_les, n),
+            "validation_froc_output_level": froc(out_cases, n_les, n),
+            "false_positives_counted": "reported findings (NodulePipeline.detections)"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,161 @@
+"""Which real structures are the nodule CAD's false positives on the held-out sets?
+
+The held-out cases of a set are one anatomy with different inserted nodules, so a real
+structure that the classifier mistakes for a nodule is a false positive in (almost) every
+case, and costs about 1 FP/scan on its own.  This script runs the served pipeline on the
+held-out cases of ``training/ct/evaluate_nodules.py`` (same seeds, same cases), groups the
+false-positive candidates of a set by position (within ``--radius-mm``) into structures and
+writes, per structure, the cases it appears in, its logits, its place (distance to the first
+or last slice, to the lung wall) and the share of inserted nodules that score below it.
+Writes ``benchmarks/results/ct_nodule_fp_structures.{json,md}``.
+
+    python benchmarks/ct_nodule_fp_structures.py [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from models.ct.nodules import NodulePipeline  # noqa: E402
+from training.ct.data import nodule_case, nodule_volumes  # noqa: E402
+from training.ct.evaluate_nodules import candidate_hits, labels_on_work  # noqa: E402
+from training.ct.froc import froc  # noqa: E402
+
+SETS = {"heldout_region": 10000, "heldout_volume": 20000}
+N_CASES = {"heldout_region": 30, "heldout_volume": 15}
+
+
+def group_structures(points_mm: np.ndarray, radius_mm: float) -> np.ndarray:
+    """Structure id of each point: greedy grouping, each point joins the first structure whose
+    first point lies within ``radius_mm``."""
+    ids = np.full(len(points_mm), -1, int)
+    seeds: list[np.ndarray] = []
+    for i, p in enumerate(points_mm):
+        for k, s in enumerate(seeds):
+            if np.linalg.norm(p - s) <= radius_mm:
+                ids[i] = k
+                break
+        else:
+            seeds.append(p)
+            ids[i] = len(seeds) - 1
+    return ids
+
+
+def run_set(pipe: NodulePipeline, lv, seed0: int, n: int) -> dict:
+    from scipy import ndimage
+
+    fps: list[dict] = []
+    nodule_logits: list[float] = []
+    cases = []
+    n_les = 0
+    wall_mm = None
+    for i in range(n):
+        rng = np.random.default_rng(seed0 + i)
+        vol, labels, specs = nodule_case(lv, rng, n_nodules=int(rng.integers(1, 3)))
+        x = pipe.pre_process(vol, lobes=lv.lobes)
+        z = pipe.predict_logit(x)
+        labels = labels_on_work(labels, vol, x.work)
+        hits = candidate_hits(x, labels, specs)
+        cases.append(list(zip(z.tolist(), hits)))
+        n_les += len(specs)
+        if wall_mm is None:  # distance inside the lungs to the lung boundary (same anatomy in every case)
+            wall_mm = ndimage.distance_transform_edt(x.lungs, sampling=x.work.spacing)
+        best: dict[int, float] = {}
+        # distance to the nearest inserted nodule of this case (outside its mask; 0 inside)
+        to_nodule = ndimage.distance_transform_edt(labels == 0, sampling=x.work.spacing)
+        for c, s, h in zip(x.candidates, z, hits):
+            if h is None:
+                v = tuple(int(a) for a in np.clip(np.round(c.zyx), 0, np.asarray(x.work.shape) - 1))
+                fps.append({"case": i, "zyx": [float(a) for a in c.zyx], "logit": float(s), "source": c.source,
+                            "radius_mm": float(c.radius_mm), "wall_mm": float(wall_mm[v]),
+                            "nodule_mm": float(to_nodule[v]),
+                            "face_mm": float(min(c.zyx[0], x.work.shape[0] - 1 - c.zyx[0]) * x.work.spacing[0])})
+            else:
+                best[h] = max(best.get(h, -np.inf), float(s))
+        nodule_logits += list(best.values()) + [-np.inf] * (len(specs) - len(best))  # no candidate: never found
+    return {"fps": fps, "nodule_logits": nodule_logits, "froc": froc(cases, n_les, n), "n_cases": n,
+            "spacing": list(x.work.spacing)}
+
+
+def structures(res: dict, radius_mm: float, top: int) -> list[dict]:
+    fps = res["fps"]
+    pts = np.array([f["zyx"] for f in fps]) * np.asarray(res["spacing"])
+    order = np.argsort([-f["logit"] for f in fps])  # group around the highest-scoring points first
+    ids = np.empty(len(fps), int)
+    ids[order] = group_structures(pts[order], radius_mm)
+    nod = np.array(res["nodule_logits"])
+    out = []
+    for k in range(int(ids.max()) + 1 if len(ids) else 0):
+        members = [fps[j] for j in np.nonzero(ids == k)[0]]
+        lg = np.array([m["logit"] for m in members])
+        med = float(np.median(lg))
+        head = members[int(np.argmax(lg))]
+        out.append({"structure": k, "cases": len({m["case"] for m in members}), "logit_median": med,
+                    "logit_min": float(lg.min()), "logit_max": float(lg.max()),
+                    "nodules_scoring_below_median": float(np.mean(nod < med)),
+                    "zyx": head["zyx"], "source": head["source"], "radius_mm": head["radius_mm"],
+                    "distance_to_first_or_last_slice_mm": head["face_mm"],
+                    "depth_in_lung_mm": head["wall_mm"],
+                    "distance_to_an_inserted_nodule_mm": head["nodule_mm"]})
+    out.sort(key=lambda s: -s["logit_median"])
+    return out[:top]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--radius-mm", type=float, default=4.5)
+    ap.add_argument("--top", type=int, default=12)
+    a = ap.parse_args(argv)
+    pipe = NodulePipeline(threads=a.threads)
+    _ = pipe.model  # the served version
+    vs = nodule_volumes()
+    t0 = time.time()
+    out = {"model": {"name": pipe.name, "version": pipe.version}, "grouping_radius_mm": a.radius_mm, "sets": {}}
+    for name, seed0 in SETS.items():
+        res = run_set(pipe, vs[name], seed0, N_CASES[name])
+        st = structures(res, a.radius_mm, a.top)
+        nod = np.array(res["nodule_logits"])
+        out["sets"][name] = {
+            "n_cases": res["n_cases"], "n_nodules": len(nod), "cpm": res["froc"]["cpm"],
+            "nodule_logit_median": float(np.median(nod)),
+            "structures_in_at_least_half_the_cases_above_the_median_nodule": sum(
+                1 for s in structures(res, a.radius_mm, 10 ** 6)
+                if s["cases"] >= res["n_cases"] / 2 and s["logit_median"] > np.median(nod)),
+            "top_structures": st}
+    out["wall_s"] = round(time.time() - t0, 1)
+    res_dir = REPO / "benchmarks" / "results"
+    (res_dir / "ct_nodule_fp_structures.json").write_text(json.dumps(out, indent=1))
+    lines = ["# Lung-nodule CAD: the real structures behind the held-out false positives", "",
+             f"Written by benchmarks/ct_nodule_fp_structures.py: served `{pipe.name}` {pipe.version}, the held-out "
+             "cases of training/ct/evaluate_nodules.py; false-positive candidates of a set grouped by position "
+             f"(within {a.radius_mm} mm). Every case of a set is the same anatomy, so a structure that is a false "
+             "positive in every case costs 1 FP/scan on its own.", ""]
+    for name, d in out["sets"].items():
+        lines += [f"## {name}: {d['n_cases']} cases, {d['n_nodules']} nodules, CPM {d['cpm']:.3f}", "",
+                  f"Median best logit of the inserted nodules: {d['nodule_logit_median']:.2f}. Structures that "
+                  "are false positives in at least half the cases with a median logit above it: "
+                  f"**{d['structures_in_at_least_half_the_cases_above_the_median_nodule']}**.", "",
+                  "| structure | cases | logit median (min–max) | nodules below its median | pass | radius mm "
+                  "| to first/last slice mm | depth in lung mm | to an inserted nodule mm |", "|---|---|---|---|---|---|---|---|---|"]
+        for s in d["top_structures"]:
+            lines.append(f"| {s['structure']} | {s['cases']}/{d['n_cases']} | {s['logit_median']:.2f} "
+                         f"({s['logit_min']:.2f}–{s['logit_max']:.2f}) | {s['nodules_scoring_below_median']:.2f} "
+                         f"| {s['source']} | {s['radius_mm']:.1f} | {s['distance_to_first_or_last_slice_mm']:.1f} "
+                         f"| {s['depth_in_lung_mm']:.1f} | {s['distance_to_an_inserted_nodule_mm']:.1f} |")
+        lines.append("")
+    (res_dir / "ct_nodule_fp_structures.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
