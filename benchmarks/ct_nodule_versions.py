@@ -49,6 +49,9 @@ def main() -> int:
            lambda m, op, s=s: f"{m['output_level'][s]['cpm']:.3f}" if "output_level" in m else "—")
           for s, label in (("heldout_region", "held-out region"), ("heldout_volume", "held-out volume"),
                            ("combined", "combined"))],
+        ("output-level CPM combined, hit tested at the reported location (mask centroid)",
+         lambda m, op: f"{m['output_level_at_reported_centre']['combined']['cpm']:.3f}"
+         if "output_level_at_reported_centre" in m else "—"),
         ("output-level combined sensitivity at 1/8 … 8 FP/scan",
          lambda m, op: " ".join(_f(v) for v in m["output_level"]["combined"]["sensitivity_at_fp_per_scan"].values())
          if "output_level" in m else "—"),

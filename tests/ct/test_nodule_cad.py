@@ -285,3 +285,21 @@ def test_detections_report_a_nodule_once_and_rank_what_the_task_reports():
     pipe.threshold = 0.5
     res = pipe.post_process(np.array([0.9, 0.8, 0.6, 0.55]), x)
     assert res["n_nodules"] == 2 and (res["_work_labels"][m] == 1).mean() > 0.8
+
+
+def test_point_hits_follow_the_luna16_rule():
+    """A point hits a nodule inside its mask or within its radius of its centre; the hit
+    rule of the FROC, for candidates and for reported locations."""
+    from training.ct.evaluate_nodules import point_hits
+
+    labels = np.zeros((30, 30, 30), np.uint8)
+    labels[10:14, 10:14, 10:14] = 1  # an irregular nodule: a 4-voxel cube ...
+    labels[14:16, 12, 12] = 1  # ... with a thin spur
+    specs = [{"diameter_mm": 9.0}]  # radius 4.5 mm = 3 voxels at 1.5 mm
+    pts = [(15.0, 12.0, 12.0),  # on the spur, 3.4 voxels (5.1 mm) from the centre: in the mask
+           (11.5, 11.5, 15.5),  # outside the mask, 4.0 voxels (6.0 mm) from the centre
+           (11.5, 11.5, 13.9),  # outside the mask (rounds to x = 14), 2.4 voxels (3.6 mm) away
+           (11.5, 11.5, 14.2),  # outside the mask, 2.7 voxels (4.0 mm) away
+           (25.0, 25.0, 25.0)]
+    got = point_hits(pts, labels, specs, (1.5, 1.5, 1.5))
+    assert got == [1, None, 1, 1, None]

@@ -18,6 +18,8 @@ candidates :meth:`NodulePipeline.detections` keeps at every threshold — a cand
 centre or most of whose mask lies in a nodule already reported, or that segments to less
 than the minimum diameter, is not reported, so it is not a false positive of the task.  The
 operating threshold and the operating-point numbers use the reported findings.
+``output_level`` tests a reported finding at its candidate's centre,
+``output_level_at_reported_centre`` at the location the task reports (its mask's centroid).
 """
 from __future__ import annotations
 
@@ -57,15 +59,21 @@ def labels_on_work(labels: np.ndarray, vol, work) -> np.ndarray:
 
 def candidate_hits(x, labels: np.ndarray, specs: list[dict]) -> list[int | None]:
     """Lesion id (1-based, = label value) hit by each candidate, or None."""
-    sp = np.asarray(x.work.spacing)
+    return point_hits([c.zyx for c in x.candidates], labels, specs, x.work.spacing)
+
+
+def point_hits(points, labels: np.ndarray, specs: list[dict], spacing) -> list[int | None]:
+    """Lesion id (1-based, = label value) hit by each work-grid point (in the lesion's mask or
+    within its radius of its centre, LUNA16), or None."""
+    sp = np.asarray(spacing)
     cents = {k: np.argwhere(labels == k).mean(0) for k in range(1, len(specs) + 1) if (labels == k).any()}
     out: list[int | None] = []
-    for c in x.candidates:
-        v = tuple(int(a) for a in np.clip(np.round(c.zyx), 0, np.asarray(labels.shape) - 1))
+    for zyx in points:
+        v = tuple(int(a) for a in np.clip(np.round(zyx), 0, np.asarray(labels.shape) - 1))
         hit = int(labels[v]) or None
         if hit is None:
             for k, ck in cents.items():
-                if np.linalg.norm((np.asarray(c.zyx) - ck) * sp) <= specs[k - 1]["diameter_mm"] / 2:
+                if np.linalg.norm((np.asarray(zyx) - ck) * sp) <= specs[k - 1]["diameter_mm"] / 2:
                     hit = k
                     break
         out.append(hit)
@@ -73,9 +81,10 @@ def candidate_hits(x, labels: np.ndarray, specs: list[dict]) -> list[int | None]
 
 
 def evaluate(pipe: NodulePipeline, sets: dict, n_cases: dict[str, int]) -> tuple[dict, list[dict]]:
-    results: dict = {"output_level": {}}
+    results: dict = {"output_level": {}, "output_level_at_reported_centre": {}}
     all_cases: list = []
     all_out: list = []
+    all_rep: list = []
     n_les_all = 0
     measures: list[dict] = []
     t_total = 0.0
@@ -83,6 +92,7 @@ def evaluate(pipe: NodulePipeline, sets: dict, n_cases: dict[str, int]) -> tuple
     for name, (lv, seed0) in sets.items():
         cases = []
         out_cases = []
+        rep_cases = []
         n_les = 0
         for i in range(n_cases[name]):
             rng = np.random.default_rng(seed0 + i)
@@ -98,8 +108,15 @@ def evaluate(pipe: NodulePipeline, sets: dict, n_cases: dict[str, int]) -> tuple
             n_cand.append(len(x.candidates))
             hits = candidate_hits(x, labels, specs)
             cases.append(list(zip(z.tolist(), hits)))  # ranked by logit (no ties from a saturated sigmoid)
-            kept = [i for i, *_ in pipe.detections(z, x)]  # what the task reports, at every threshold
+            # what the task reports, at every threshold; hit tested at the candidate's centre and
+            # at the reported location (the centroid of the finding's mask)
+            kept, centroids = [], []
+            for j, m, sl, _ in pipe.detections(z, x):
+                kept.append(j)
+                centroids.append(np.argwhere(m).mean(0) + [b.start for b in sl])
+            at = point_hits(centroids, labels, specs, x.work.spacing)
             out_cases.append([(float(z[j]), hits[j], bool(prob[j] >= pipe.threshold)) for j in kept])
+            rep_cases.append([(float(z[j]), h) for j, h in zip(kept, at)])
             wl = res["_work_labels"]
             for k, spec in enumerate(specs, start=1):
                 g = labels == k
@@ -116,12 +133,15 @@ def evaluate(pipe: NodulePipeline, sets: dict, n_cases: dict[str, int]) -> tuple
                 measures.append(row)
         results[name] = froc(cases, n_les, len(cases))
         results["output_level"][name] = froc([[(zz, h) for zz, h, _ in c] for c in out_cases], n_les, len(cases))
+        results["output_level_at_reported_centre"][name] = froc(rep_cases, n_les, len(cases))
         all_cases.extend(cases)
         all_out.extend(out_cases)
+        all_rep.extend(rep_cases)
         n_les_all += n_les
     results["combined"] = froc(all_cases, n_les_all, len(all_cases))
     results["output_level"]["combined"] = froc([[(zz, h) for zz, h, _ in c] for c in all_out], n_les_all,
                                                len(all_out))
+    results["output_level_at_reported_centre"]["combined"] = froc(all_rep, n_les_all, len(all_rep))
     found = [m for m in measures if m["found"]]
     meas = [m for m in found if "dice" in m]
     ge = [m for m in measures if m["diameter_mm"] >= 6]
