@@ -1,8 +1,9 @@
-"""Which real structures are the nodule CAD's false positives on the held-out sets?
+"""Where are the nodule CAD's false-positive candidates on the held-out sets?
 
-The held-out cases of a set are one anatomy with different inserted nodules, so a real
-structure that the classifier mistakes for a nodule is a false positive in (almost) every
-case, and costs about 1 FP/scan on its own.  This script runs the served pipeline on the
+The held-out cases of a set are one anatomy with different inserted nodules. A real
+structure that the classifier mistakes for a nodule would be a false positive in (almost)
+every case, and cost about 1 FP/scan on its own. A false positive found in one case only
+belongs to that case's inserted nodules (the distance to them is a column). This script runs the served pipeline on the
 held-out cases of ``training/ct/evaluate_nodules.py`` (same seeds, same cases), groups the
 false-positive candidates of a set by position (within ``--radius-mm``) into structures and
 writes, per structure, the cases it appears in, its logits, its place (distance to the first
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     out["wall_s"] = round(time.time() - t0, 1)
     res_dir = REPO / "benchmarks" / "results"
     (res_dir / "ct_nodule_fp_structures.json").write_text(json.dumps(out, indent=1))
-    lines = ["# Lung-nodule CAD: the real structures behind the held-out false positives", "",
+    lines = ["# Lung-nodule CAD: where the held-out false-positive candidates are", "",
              f"Written by benchmarks/ct_nodule_fp_structures.py: served `{pipe.name}` {pipe.version}, the held-out "
              "cases of training/ct/evaluate_nodules.py; false-positive candidates of a set grouped by position "
              f"(within {a.radius_mm} mm). Every case of a set is the same anatomy, so a structure that is a false "

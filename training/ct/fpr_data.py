@@ -14,8 +14,8 @@ the patches is cut under a uniformly random 3-D rotation and an isotropic scale
 (:func:`rotated_patch`: vessels, fissures and walls at orientations and calibres the
 training region does not have), and a share of the negatives are synthetic vessel
 junctions drawn into real lung (:func:`draw_vessels`: a curved tube through the candidate
-point with a branch or a crossing there, the blob-like structures that score highest among
-real false positives).
+point with a branch or a crossing there: the blob-like vessel structures an earlier diagnosis
+took for the highest-scoring false positives; docs/ct.md says why that diagnosis was wrong).
 """
 from __future__ import annotations
 
