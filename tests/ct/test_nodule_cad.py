@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from models.ct.blobs import closed_lungs, detect, segment_blob
-from models.ct.nodules import FPR_PATCH, candidate_patches, normalise
+from models.ct.nodules import FPR_PATCH, candidate_patches, cut_patches, normalise
 from training.synthesis.ct_nodules import NoduleSpec, insert_nodule
 
 
@@ -185,6 +185,72 @@ def test_fpr_sampler_with_anatomy_augmentation_and_mean_logit_ensemble(tmp_path)
         assert torch.allclose(ens(xb), (a.eval()(xb) + b.eval()(xb)) / 2, atol=1e-6)
     res = export_onnx(ens, tmp_path / "ens.onnx", 1, FPR_PATCH, xb.numpy())
     assert res["parity_max_abs_diff"] < 1e-3
+
+def test_face_mirror_matches_the_pipeline_at_a_real_last_slice():
+    from training.ct.fpr_data import face_mirror
+
+    rng = np.random.default_rng(0)
+    hu = rng.normal(-700, 200, (60, 40, 40)).astype(np.float32)
+    c = np.array([[30.0, 20.0, 20.0]])
+    whole = cut_patches(hu, c)[0]
+    seen = set()
+    for seed in range(40):
+        out = face_mirror(whole, np.random.default_rng(seed), max_offset=6)
+        # the same as cutting the patch from a scan that ends at some slice near the centre
+        match = [e for e in range(24, 40) if np.array_equal(out, cut_patches(hu[:e], c)[0])]
+        match += [-b for b in range(21, 37) if np.array_equal(out, cut_patches(hu[b:], c - [b, 0, 0])[0])]
+        assert len(match) >= 1, seed
+        seen.add(match[0])
+        # the plane never comes closer than the anchor: the centre slice is kept
+        assert np.array_equal(out[16], whole[16])
+    assert len(seen) > 6  # both sides, several distances
+    assert any(m < 0 for m in seen) and any(m > 0 for m in seen)
+
+
+def test_face_augmented_nodule_patches_keep_the_nodule():
+    from training.ct.fpr_data import fpr_sample
+
+    src = _toy_source()
+    rng = np.random.default_rng(3)
+    for _ in range(8):
+        x, y = fpr_sample([src], rng, p_pos=1.0, p_face=1.0)
+        assert y[0] == 1.0 and x.shape == (FPR_PATCH,) * 3
+        assert x[12:21, 12:21, 12:21].max() > 0.3  # the inserted nodule is still at the centre
+
+
+def test_fpr_cnn_recovered_from_its_onnx_export(tmp_path):
+    torch = pytest.importorskip("torch")
+    import onnxruntime as ort
+
+    from training.ct.export import export_onnx
+    from training.ct.networks import fpr_cnn, fpr_cnn_from_onnx, freeze_batch_norm
+
+    torch.manual_seed(0)
+    net = fpr_cnn()
+    with torch.no_grad():  # non-trivial batch-norm statistics, which the export folds away
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm3d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.1)
+    x = np.random.default_rng(0).random((3, 1, FPR_PATCH, FPR_PATCH, FPR_PATCH), dtype=np.float32)
+    export_onnx(net.eval(), tmp_path / "m.onnx", 1, FPR_PATCH, x)
+    back = fpr_cnn_from_onnx(tmp_path / "m.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    with torch.no_grad():
+        assert np.abs(back(torch.from_numpy(x)).numpy() - want).max() < 1e-4
+    back.train()
+    freeze_batch_norm(back)  # fine-tuning: the folded statistics stay as they are
+    with torch.no_grad():
+        back[-2].p = 0.0  # no dropout for the comparison
+        assert np.abs(back(torch.from_numpy(x)).numpy() - want).max() < 1e-4
+    with pytest.raises(ValueError, match="not an fpr_cnn export"):
+        torch.onnx.export(torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3)), torch.from_numpy(x),
+                          str(tmp_path / "other.onnx"), dynamo=False)
+        fpr_cnn_from_onnx(tmp_path / "other.onnx")
+
 
 def _chest(shape=(40, 64, 64)):
     """Air-free body with a lung block (-850 HU) and soft tissue (40 HU) around it."""

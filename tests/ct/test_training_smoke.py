@@ -52,3 +52,22 @@ def test_training_record_reads_info_and_lineage(tmp_path) -> None:
     (tmp_path / "train_info.json").write_text(json.dumps({"steps": 9}))
     (tmp_path / "lineage.json").write_text(json.dumps({"from": "run-1"}))
     assert training_record(tmp_path) == {"steps": 9, "fine_tuned_from": {"from": "run-1"}}
+
+
+def test_lineage_of_a_run_started_from_a_served_onnx(tmp_path) -> None:
+    import json
+
+    from training.ct.export import training_record, write_lineage
+
+    served = tmp_path / "zoo" / "ct-nodule-fpr" / "1.1.0"
+    served.mkdir(parents=True)
+    (served / "model.onnx").write_bytes(b"x")
+    (served / "card.json").write_text(json.dumps({"name": "ct-nodule-fpr", "version": "1.1.0", "sha256": "ab",
+                                                  "extra": {"training": {"iterations": 1517}}}))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train_info.json").write_text(json.dumps({"iterations": 5}))
+    write_lineage(run, served / "model.onnx")
+    rec = training_record(run)["fine_tuned_from"]
+    assert rec["previous_run"] == {"iterations": 1517}
+    assert (rec["model"], rec["version"], rec["sha256"]) == ("ct-nodule-fpr", "1.1.0", "ab")

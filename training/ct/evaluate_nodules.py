@@ -27,6 +27,7 @@ import argparse
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,45 @@ def point_hits(points, labels: np.ndarray, specs: list[dict], spacing) -> list[i
     return out
 
 
+@dataclass
+class CaseRun:
+    """One held-out or validation case run through the pipeline: the case (volume, label map
+    on the work grid, specs), the pipeline's input, every candidate's logit and the lesion it
+    hits, and what the task reports at every threshold (``kept`` candidate indices in
+    descending logit order, ``reported_hits``: the lesion hit at each one's mask centroid)."""
+    seed: int
+    vol: object
+    labels: np.ndarray
+    specs: list[dict]
+    x: object
+    z: np.ndarray
+    hits: list
+    kept: list[int]
+    reported_hits: list
+    seconds: float
+
+
+def run_case(pipe: NodulePipeline, lv: LungVolume, seed: int, n_nodules: int | None = None,
+             lobes: bool = True) -> CaseRun:
+    """The case of ``seed`` (``n_nodules`` inserted nodules, default 1 or 2 drawn from the
+    seed's stream) through ``pre_process`` and the classifier, scored: shared by the
+    evaluation, the threshold choice and the diagnostics (same seeds → same cases)."""
+    rng = np.random.default_rng(seed)
+    vol, labels, specs = nodule_case(lv, rng, n_nodules=n_nodules or int(rng.integers(1, 3)))
+    t = time.time()
+    x = pipe.pre_process(vol, lobes=lv.lobes if lobes else None)
+    z = pipe.predict_logit(x)
+    seconds = time.time() - t
+    labels = labels_on_work(labels, vol, x.work)
+    hits = candidate_hits(x, labels, specs)
+    kept, centroids = [], []
+    for j, m, sl, _ in pipe.detections(z, x):
+        kept.append(j)
+        centroids.append(np.argwhere(m).mean(0) + [b.start for b in sl])
+    rep = point_hits(centroids, labels, specs, x.work.spacing)
+    return CaseRun(seed, vol, labels, specs, x, z, hits, kept, rep, seconds)
+
+
 def evaluate(pipe: NodulePipeline, sets: dict, n_cases: dict[str, int]) -> tuple[dict, list[dict]]:
     results: dict = {"output_level": {}, "output_level_at_reported_centre": {}}
     all_cases: list = []
@@ -95,28 +135,19 @@ def evaluate(pipe: NodulePipeline, sets: dict, n_cases: dict[str, int]) -> tuple
         rep_cases = []
         n_les = 0
         for i in range(n_cases[name]):
-            rng = np.random.default_rng(seed0 + i)
-            vol, labels, specs = nodule_case(lv, rng, n_nodules=int(rng.integers(1, 3)))
+            r = run_case(pipe, lv, seed0 + i)
+            x, z, hits, labels, specs = r.x, r.z, r.hits, r.labels, r.specs
             n_les += len(specs)
             t = time.time()
-            x = pipe.pre_process(vol, lobes=lv.lobes)
-            z = pipe.predict_logit(x)
             prob = sigmoid(z)
             res = pipe.post_process(prob, x)
-            t_total += time.time() - t
-            labels = labels_on_work(labels, vol, x.work)
+            t_total += r.seconds + time.time() - t
             n_cand.append(len(x.candidates))
-            hits = candidate_hits(x, labels, specs)
             cases.append(list(zip(z.tolist(), hits)))  # ranked by logit (no ties from a saturated sigmoid)
             # what the task reports, at every threshold; hit tested at the candidate's centre and
             # at the reported location (the centroid of the finding's mask)
-            kept, centroids = [], []
-            for j, m, sl, _ in pipe.detections(z, x):
-                kept.append(j)
-                centroids.append(np.argwhere(m).mean(0) + [b.start for b in sl])
-            at = point_hits(centroids, labels, specs, x.work.spacing)
-            out_cases.append([(float(z[j]), hits[j], bool(prob[j] >= pipe.threshold)) for j in kept])
-            rep_cases.append([(float(z[j]), h) for j, h in zip(kept, at)])
+            out_cases.append([(float(z[j]), hits[j], bool(prob[j] >= pipe.threshold)) for j in r.kept])
+            rep_cases.append([(float(z[j]), h) for j, h in zip(r.kept, r.reported_hits)])
             wl = res["_work_labels"]
             for k, spec in enumerate(specs, start=1):
                 g = labels == k
@@ -182,16 +213,11 @@ def choose_threshold(pipe: NodulePipeline, sets: list[LungVolume], n_cases: int 
     n_les = 0
     for lv in sets:
         for i in range(n_cases):
-            rng = np.random.default_rng(seed0 + i)
-            vol, labels, specs = nodule_case(lv, rng, n_nodules=2)
-            x = pipe.pre_process(vol)
-            z = pipe.predict_logit(x)
-            labels = labels_on_work(labels, vol, x.work)
-            hits = candidate_hits(x, labels, specs)
-            kept = [j for j, *_ in pipe.detections(z, x)]  # what the task reports (see evaluate)
-            fps += [float(z[j]) for j in kept if hits[j] is None]
+            r = run_case(pipe, lv, seed0 + i, n_nodules=2, lobes=False)
+            z, hits, specs = r.z, r.hits, r.specs
+            fps += [float(z[j]) for j in r.kept if hits[j] is None]  # what the task reports (see evaluate)
             cases.append(list(zip(z.tolist(), hits)))
-            out_cases.append([(float(z[j]), hits[j]) for j in kept])
+            out_cases.append([(float(z[j]), hits[j]) for j in r.kept])
             n_les += len(specs)
             n += 1
     fps.sort(reverse=True)
@@ -205,6 +231,18 @@ def choose_threshold(pipe: NodulePipeline, sets: list[LungVolume], n_cases: int 
             "validation_froc": froc(cases, n_les, n),
             "validation_froc_output_level": froc(out_cases, n_les, n),
             "false_positives_counted": "reported findings (NodulePipeline.detections)"}
+
+
+def _face_note(record: dict) -> str:
+    """The card's words for the synthetic-face augmentation and an ONNX starting point."""
+    out = ""
+    if record.get("faces"):
+        out += (f" A share {record['faces']:g} of the patches is cut as if the study ended at an axial plane "
+                "0-10 voxels beyond the candidate (mirrored there, as the pipeline pads at a first or last slice).")
+    prev = record.get("fine_tuned_from") or {}
+    if prev.get("version"):
+        out += f" Fine-tuned from {prev.get('model')} {prev['version']} (weights recovered from its ONNX)."
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,8 +316,9 @@ def main(argv: list[str] | None = None) -> int:
                        "of models.ct.blobs.lung_candidates in that region (vessels, bifurcations, fissures, walls; "
                        "free-standing and wall-flattened passes); the region also as other reconstructions (3 mm "
                        "and 2 mm isotropic, 3 mm slices, soft kernel + noise, each resampled back to 1.5 mm); "
-                       "flips, axis permutations, blur, contrast/offset, noise; online hard-negative mining. No "
-                       "real nodules were available; performance on real nodules is unmeasured."),
+                       "flips, axis permutations, blur, contrast/offset, noise; online hard-negative mining."
+                       + _face_note(training_record(ck)) +
+                       " No real nodules were available; performance on real nodules is unmeasured."),
         metrics={
             "heldout_synthetic": res,
             "heldout_protocol": ("held-out inserted nodules: new random seeds (10000+, 20000+) and new locations, "

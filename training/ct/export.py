@@ -42,10 +42,16 @@ def export_onnx(net: torch.nn.Module, path: Path, in_channels: int, patch: int,
 
 def write_lineage(out: Path, init: Path) -> None:
     """Record in ``out/lineage.json`` the checkpoint a fine-tuning run started from and
-    that run's ``train_info.json`` (read back by :func:`training_record`)."""
+    that run's ``train_info.json`` (read back by :func:`training_record`); for a served
+    ``model.onnx``, its card's training record and version."""
     prev = init.parent / "train_info.json"
-    (out / "lineage.json").write_text(json.dumps(
-        {"init": str(init), "previous_run": json.loads(prev.read_text()) if prev.is_file() else None}, indent=2))
+    card = init.parent / "card.json"
+    rec: dict = {"init": str(init), "previous_run": json.loads(prev.read_text()) if prev.is_file() else None}
+    if rec["previous_run"] is None and card.is_file():
+        c = json.loads(card.read_text())
+        rec.update({"previous_run": c.get("extra", {}).get("training"), "model": c.get("name"),
+                    "version": c.get("version"), "sha256": c.get("sha256")})
+    (out / "lineage.json").write_text(json.dumps(rec, indent=2))
 
 
 def training_record(ckpt: Path) -> dict:

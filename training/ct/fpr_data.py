@@ -183,13 +183,36 @@ def draw_vessels(hu: np.ndarray, spacing_mm: float, rng: np.random.Generator) ->
     return out
 
 
+def face_mirror(patch: np.ndarray, rng: np.random.Generator, anchor: int | None = None,
+                max_offset: int = 10) -> np.ndarray:
+    """``patch`` as if the scan ended at an axial plane ``0..max_offset`` voxels beyond
+    ``anchor`` (default: the centre voxel; for a nodule patch, its centre) on a random side:
+    beyond the plane the patch is the mirror image of what lies before it, as
+    :func:`models.ct.nodules.cut_patches` fills it at a real first or last slice.  Training
+    otherwise sees only the two faces of the training region; every study has two."""
+    n = patch.shape[0]
+    a = n // 2 if anchor is None else int(anchor)
+    flip = rng.random() < 0.5
+    p = patch[::-1] if flip else patch
+    if flip:
+        a = n - 1 - a
+    e = min(a + int(rng.integers(0, max_offset + 1)), n - 1)  # last slice inside the "scan"
+    out = p.copy()
+    for i in range(e + 1, n):
+        out[i] = p[max(2 * e + 1 - i, 0)]  # numpy "symmetric" padding: the edge slice repeats
+    return np.ascontiguousarray(out[::-1] if flip else out)
+
+
 def fpr_sample(sources: list[FprSource], rng: np.random.Generator, p_pos: float = 0.4,
                size: int = FPR_PATCH, anatomy_aug: bool = False, p_rotate: float = 0.5,
-               p_vessel: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+               p_vessel: float = 0.2, p_face: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(patch [size]^3 normalised, label [1]) from a random source.  ``anatomy_aug``: with
     probability ``p_rotate`` the patch is cut under a random rotation and scale
     (:func:`rotated_patch`); a share ``p_vessel`` of the negatives is a synthetic vessel
-    junction in real lung (:func:`draw_vessels`)."""
+    junction in real lung (:func:`draw_vessels`).  ``p_face``: the share of patches cut as
+    if the scan ended near the candidate (:func:`face_mirror`; for a nodule, beyond its
+    centre, so it stays in the scan)."""
+    face = rng.random() < p_face
     src = sources[rng.integers(len(sources))]
     hu = src.lv.vol.hu
     sp = src.lv.vol.spacing
@@ -207,6 +230,8 @@ def fpr_sample(sources: list[FprSource], rng: np.random.Generator, p_pos: float 
         j = int(np.clip(round(0.3 * d / 2 / sp[0]), 1, 3))
         centre = np.asarray(c) - lo + rng.integers(-j, j + 1, 3)
         patch = rotated_patch(crop, centre, rng, size) if rotate else candidate_patches(crop, centre[None], size)[0]
+        if face and not rotate:
+            patch = face_mirror(patch, rng, anchor=size // 2 + int(round(c[0] - lo[0] - centre[0])))
         label = 1.0
     else:
         if anatomy_aug and rng.random() < p_vessel:
@@ -222,5 +247,7 @@ def fpr_sample(sources: list[FprSource], rng: np.random.Generator, p_pos: float 
             centre = src.lv.points[rng.integers(len(src.lv.points))]
         centre = np.asarray(centre, float)
         patch = rotated_patch(hu, centre, rng, size) if rotate else candidate_patches(hu, centre[None], size)[0]
+        if face and not rotate:
+            patch = face_mirror(patch, rng)
         label = 0.0
     return _augment(patch, rng), np.array([label], np.float32)

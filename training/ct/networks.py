@@ -38,3 +38,48 @@ class MeanLogit(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([n(x) for n in self.nets], 0).mean(0)
+
+
+def fpr_cnn_from_onnx(path) -> torch.nn.Module:
+    """An :func:`fpr_cnn` carrying the weights of an exported classifier (``model.onnx`` of a
+    served version, whose training checkpoint may be gone).  The export folds each batch
+    norm into its convolution, so the convolutions take the folded weights and every batch
+    norm becomes the identity (its statistics are not learnt again: fine-tune with
+    :func:`freeze_batch_norm`).  Tested for output parity with ONNX Runtime."""
+    import onnx
+    from onnx import numpy_helper
+
+    g = onnx.load(str(path)).graph
+    init = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in g.initializer}
+    for n in g.node:  # the exporter shares equal initialisers through Identity nodes
+        if n.op_type == "Identity" and n.input[0] in init:
+            init[n.output[0]] = init[n.input[0]]
+    convs = [n for n in g.node if n.op_type == "Conv"]
+    prelus = [n for n in g.node if n.op_type == "PRelu"]
+    net = fpr_cnn()
+    blocks = [m for m in net if hasattr(m, "conv")]
+    if len(convs) != len(blocks) or len(prelus) != len(blocks):
+        raise ValueError(f"{path}: not an fpr_cnn export ({len(convs)} convolutions, {len(prelus)} PReLUs)")
+    with torch.no_grad():
+        for b, c, p in zip(blocks, convs, prelus):
+            b.conv.weight.copy_(init[c.input[1]])
+            b.conv.bias.copy_(init[c.input[2]])
+            bn = b.adn.N
+            bn.weight.fill_(1.0)
+            bn.bias.zero_()
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0 - bn.eps)  # (x - 0) / sqrt(var + eps) = x
+            b.adn.A.weight.copy_(init[p.input[1]].reshape(-1))
+        lin = net[-1]
+        gemm = next(n for n in g.node if n.op_type in ("Gemm", "MatMul"))
+        names = [i for i in gemm.input if i in init]
+        lin.weight.copy_(init[names[0]].reshape(lin.weight.shape))
+        lin.bias.copy_(init[names[1]].reshape(lin.bias.shape))
+    return net.eval()
+
+
+def freeze_batch_norm(net: torch.nn.Module) -> None:
+    """Keep every batch norm in inference mode (fixed statistics) while the rest trains."""
+    for m in net.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()

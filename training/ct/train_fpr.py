@@ -22,8 +22,12 @@ logger = logging.getLogger(__name__)
 
 def train_fpr(net: torch.nn.Module, sample, out: Path, budget_s: float, batch: int = 32, lr: float = 2e-3,
               seed: int = 0, max_iters: int = 100000, log_every: int = 25, p_pos: float = 0.4,
-              hard_factor: int = 2) -> dict:
-    """``sample(rng, label)`` returns one (patch, label) with label 1 or 0 as asked."""
+              hard_factor: int = 2, frozen_norm: bool = False) -> dict:
+    """``sample(rng, label)`` returns one (patch, label) with label 1 or 0 as asked.
+    ``frozen_norm``: batch norms keep their statistics (fine-tuning a network recovered from
+    its ONNX export, :func:`training.ct.networks.fpr_cnn_from_onnx`)."""
+    from training.ct.networks import freeze_batch_norm
+
     n_pos = max(1, int(round(batch * p_pos)))
     n_neg = batch - n_pos
 
@@ -36,12 +40,15 @@ def train_fpr(net: torch.nn.Module, sample, out: Path, budget_s: float, batch: i
                 s = net(torch.from_numpy(np.stack([x for x, _ in neg]))[:, None])[:, 0].numpy()
             neg = [neg[i] for i in np.argsort(-s)[:n_neg]]
         net.train()
+        if frozen_norm:
+            freeze_batch_norm(net)
         xs, ys = zip(*(pos + neg))
         x = torch.from_numpy(np.stack(xs))[:, None]
         y = torch.from_numpy(np.stack(ys))
         return torch.nn.functional.binary_cross_entropy_with_logits(net(x), y)
 
-    return budget_loop(net, out, budget_s, step, {"batch": batch, "p_pos": p_pos, "hard_negative_factor": hard_factor},
+    return budget_loop(net, out, budget_s, step, {"batch": batch, "p_pos": p_pos, "hard_negative_factor": hard_factor,
+                                                  "frozen_batch_norm": frozen_norm},
                        lr=lr, seed=seed, max_iters=max_iters, log_every=log_every)
 
 
@@ -55,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--init", help="start from this state dict (fine-tuning)")
+    ap.add_argument("--init-onnx", help="start from this exported classifier (a served model.onnx; batch norms "
+                                        "folded, so they stay frozen)")
+    ap.add_argument("--faces", type=float, default=0.0,
+                    help="share of patches cut as if the scan ended near the candidate (fpr_data.face_mirror)")
     ap.add_argument("--hard-factor", type=int, default=2, help="negatives scored per negative kept (online mining)")
     ap.add_argument("--anatomy-aug", action="store_true",
                     help="random rotations/scales and synthetic vessel junctions (training.ct.fpr_data.fpr_sample)")
@@ -63,19 +74,23 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     from training.ct.data import nodule_volumes
     from training.ct.fpr_data import fpr_sample, fpr_sources
-    from training.ct.networks import fpr_cnn
+    from training.ct.networks import fpr_cnn, fpr_cnn_from_onnx
 
     sources = fpr_sources(nodule_volumes()["train"])
-    net = fpr_cnn()
+    net = fpr_cnn_from_onnx(a.init_onnx) if a.init_onnx else fpr_cnn()
     if a.init:
         net.load_state_dict(torch.load(a.init, map_location="cpu"))
-    info = train_fpr(net, lambda rng, label: fpr_sample(sources, rng, p_pos=float(label), anatomy_aug=a.anatomy_aug),
+    info = train_fpr(net, lambda rng, label: fpr_sample(sources, rng, p_pos=float(label), anatomy_aug=a.anatomy_aug,
+                                                        p_face=a.faces),
                      Path(a.out),
                      a.budget_min * 60, a.batch, lr=a.lr, seed=a.seed, max_iters=a.max_iters,
-                     hard_factor=a.hard_factor)
+                     hard_factor=a.hard_factor, frozen_norm=bool(a.init_onnx))
     info["negative_candidates"] = {s.name: int(len(s.negatives)) for s in sources}
     info["anatomy_aug"] = a.anatomy_aug
-    finish_run(Path(a.out), info, a.init)
+    info["faces"] = a.faces
+    if a.init_onnx:
+        info["init_onnx"] = a.init_onnx
+    finish_run(Path(a.out), info, a.init or a.init_onnx)
     return 0
 
 
