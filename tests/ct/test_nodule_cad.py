@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from models.ct.blobs import closed_lungs, detect, segment_blob
-from models.ct.nodules import FPR_PATCH, candidate_patches, cut_patches, normalise
+from models.ct.nodules import FPR_PATCH, NodulePipeline, candidate_patches, cut_patches, normalise
 from training.synthesis.ct_nodules import NoduleSpec, insert_nodule
 
 
@@ -369,3 +369,24 @@ def test_point_hits_follow_the_luna16_rule():
            (25.0, 25.0, 25.0)]
     got = point_hits(pts, labels, specs, (1.5, 1.5, 1.5))
     assert got == [1, None, 1, 1, None]
+
+
+def test_run_case_scores_the_inserted_nodules_with_the_served_classifier():
+    """The case runner shared by the evaluation, the threshold choice and the diagnostics:
+    same seed, same case; every candidate scored; the inserted nodules are hit and reported."""
+    from models.ct.volume import CTVolume
+    from training.ct.data import LungVolume
+    from training.ct.evaluate_nodules import run_case
+
+    hu, lungs = _chest((48, 72, 72))
+    lv = LungVolume(CTVolume(hu, (1.5, 1.5, 1.5), np.zeros(3), np.eye(3), {}), lungs)
+    pipe = NodulePipeline(threads=1)
+    a, b = run_case(pipe, lv, 7, n_nodules=2), run_case(pipe, lv, 7, n_nodules=2)
+    assert a.specs == b.specs and np.array_equal(a.z, b.z)
+    assert len(a.z) == len(a.x.candidates) == len(a.hits) and len(a.specs) == 2
+    assert set(a.kept) <= set(range(len(a.z))) and len(a.reported_hits) == len(a.kept)
+    assert list(a.kept) == sorted(a.kept, key=lambda j: -a.z[j])  # reported in descending score
+    # both nodules are candidates, and the best candidate of each is what the task reports
+    for k in (1, 2):
+        js = [j for j, h in enumerate(a.hits) if h == k]
+        assert js and max(js, key=lambda j: a.z[j]) in a.kept
