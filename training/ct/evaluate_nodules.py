@@ -120,6 +120,50 @@ def run_case(pipe: NodulePipeline, lv: LungVolume, seed: int, n_nodules: int | N
     return CaseRun(seed, vol, labels, specs, x, z, hits, kept, rep, seconds)
 
 
+def case_measures(r: CaseRun, res: dict, reported: list[tuple[float, int | None, bool]], name: str) -> list[dict]:
+    """One row per inserted nodule of a case: found (a reported finding at the operating
+    threshold hits it) and, when found, the Dice, diameter, type and volume of the finding
+    that covers most of it (``res``: ``post_process`` at the threshold; ``reported``:
+    (logit, lesion hit, above the threshold) of each reported candidate)."""
+    wl = res["_work_labels"]
+    rows = []
+    for k, spec in enumerate(r.specs, start=1):
+        g = r.labels == k
+        found = any(h == k and above for _, h, above in reported)
+        row = {"set": name, "case": r.seed, "found": bool(found), **spec,
+               "true_volume_mm3": float(g.sum() * r.x.work.voxel_volume_mm3)}
+        ids = wl[g]
+        ids = ids[ids > 0]
+        if found and ids.size:
+            fid = int(np.bincount(ids).argmax())
+            f = res["findings"][fid - 1]
+            row.update({"dice": dice(wl == fid, g), "pred_mean_diameter_mm": f["mean_diameter_mm"],
+                        "pred_type": f["type"], "pred_volume_mm3": f["volume_mm3"]})
+        rows.append(row)
+    return rows
+
+
+def measure_summary(measures: list[dict]) -> dict:
+    """Sensitivity and measurement quality at the operating point from :func:`case_measures` rows."""
+    found = [m for m in measures if m["found"]]
+    meas = [m for m in found if "dice" in m]
+    ge = [m for m in measures if m["diameter_mm"] >= 6]
+    return {
+        "sensitivity": len(found) / max(len(measures), 1),
+        "sensitivity_ge_6mm": sum(m["found"] for m in ge) / max(len(ge), 1),
+        "mean_dice_found": float(np.mean([m["dice"] for m in meas])) if meas else 0.0,
+        "diameter_mae_mm": float(np.mean([abs(m["pred_mean_diameter_mm"] - m["diameter_mm"]) for m in meas]))
+        if meas else None,
+        "type_accuracy": float(np.mean([m["pred_type"] == m["type"] for m in meas])) if meas else None,
+        "volume_rel_error_median": float(np.median([abs(m["pred_volume_mm3"] - m["true_volume_mm3"])
+                                                    / m["true_volume_mm3"] for m in meas])) if meas else None,
+        "by_type": {t: {"n": sum(m["type"] == t for m in measures),
+                        "sensitivity": float(np.mean([m["found"] for m in measures if m["type"] == t] or [0])),
+                        "mean_dice_found": float(np.mean([m["dice"] for m in meas if m["type"] == t] or [0]))}
+                    for t in ("solid", "part-solid", "ground-glass")},
+    }
+
+
 def evaluate(pipe: NodulePipeline, sets: dict, n_cases: dict[str, int]) -> tuple[dict, list[dict]]:
     results: dict = {"output_level": {}, "output_level_at_reported_centre": {}}
     all_cases: list = []
@@ -136,8 +180,8 @@ def evaluate(pipe: NodulePipeline, sets: dict, n_cases: dict[str, int]) -> tuple
         n_les = 0
         for i in range(n_cases[name]):
             r = run_case(pipe, lv, seed0 + i)
-            x, z, hits, labels, specs = r.x, r.z, r.hits, r.labels, r.specs
-            n_les += len(specs)
+            x, z, hits = r.x, r.z, r.hits
+            n_les += len(r.specs)
             t = time.time()
             prob = sigmoid(z)
             res = pipe.post_process(prob, x)
@@ -148,20 +192,7 @@ def evaluate(pipe: NodulePipeline, sets: dict, n_cases: dict[str, int]) -> tuple
             # at the reported location (the centroid of the finding's mask)
             out_cases.append([(float(z[j]), hits[j], bool(prob[j] >= pipe.threshold)) for j in r.kept])
             rep_cases.append([(float(z[j]), h) for j, h in zip(r.kept, r.reported_hits)])
-            wl = res["_work_labels"]
-            for k, spec in enumerate(specs, start=1):
-                g = labels == k
-                found = any(h == k and reported for _, h, reported in out_cases[-1])
-                row = {"set": name, "case": seed0 + i, "found": bool(found), **spec,
-                       "true_volume_mm3": float(g.sum() * x.work.voxel_volume_mm3)}
-                ids = wl[g]
-                ids = ids[ids > 0]
-                if found and ids.size:
-                    fid = int(np.bincount(ids).argmax())
-                    f = res["findings"][fid - 1]
-                    row.update({"dice": dice(wl == fid, g), "pred_mean_diameter_mm": f["mean_diameter_mm"],
-                                "pred_type": f["type"], "pred_volume_mm3": f["volume_mm3"]})
-                measures.append(row)
+            measures += case_measures(r, res, out_cases[-1], name)
         results[name] = froc(cases, n_les, len(cases))
         results["output_level"][name] = froc([[(zz, h) for zz, h, _ in c] for c in out_cases], n_les, len(cases))
         results["output_level_at_reported_centre"][name] = froc(rep_cases, n_les, len(cases))
@@ -173,27 +204,13 @@ def evaluate(pipe: NodulePipeline, sets: dict, n_cases: dict[str, int]) -> tuple
     results["output_level"]["combined"] = froc([[(zz, h) for zz, h, _ in c] for c in all_out], n_les_all,
                                                len(all_out))
     results["output_level_at_reported_centre"]["combined"] = froc(all_rep, n_les_all, len(all_rep))
-    found = [m for m in measures if m["found"]]
-    meas = [m for m in found if "dice" in m]
-    ge = [m for m in measures if m["diameter_mm"] >= 6]
     results["operating_point"] = {
         "threshold": pipe.threshold,
-        "sensitivity": len(found) / max(len(measures), 1),
-        "sensitivity_ge_6mm": sum(m["found"] for m in ge) / max(len(ge), 1),
+        **measure_summary(measures),
         "fp_per_scan": sum(1 for c in all_out for _, h, reported in c if h is None and reported)
         / max(len(all_out), 1),
         "fp_per_scan_all_candidates": sum(1 for c in all_cases for z, h in c if h is None and sigmoid(z) >= pipe.threshold)
         / max(len(all_cases), 1),
-        "mean_dice_found": float(np.mean([m["dice"] for m in meas])) if meas else 0.0,
-        "diameter_mae_mm": float(np.mean([abs(m["pred_mean_diameter_mm"] - m["diameter_mm"]) for m in meas]))
-        if meas else None,
-        "type_accuracy": float(np.mean([m["pred_type"] == m["type"] for m in meas])) if meas else None,
-        "volume_rel_error_median": float(np.median([abs(m["pred_volume_mm3"] - m["true_volume_mm3"])
-                                                    / m["true_volume_mm3"] for m in meas])) if meas else None,
-        "by_type": {t: {"n": sum(m["type"] == t for m in measures),
-                        "sensitivity": float(np.mean([m["found"] for m in measures if m["type"] == t] or [0])),
-                        "mean_dice_found": float(np.mean([m["dice"] for m in meas if m["type"] == t] or [0]))}
-                    for t in ("solid", "part-solid", "ground-glass")},
     }
     results["candidates_per_case_mean"] = float(np.mean(n_cand)) if n_cand else 0.0
     results["inference_s_per_case_mean"] = t_total / max(len(all_cases), 1)
