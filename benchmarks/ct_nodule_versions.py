@@ -15,13 +15,14 @@ REPO = Path(__file__).resolve().parents[1]
 RES = REPO / "benchmarks" / "results"
 SOURCES = {
     "1.0.0 (shipped before)": REPO / "models/zoo/ct-nodule-fpr/1.0.0/card.json",
-    "1.1.0 (shipped)": REPO / "models/zoo/ct-nodule-fpr/1.1.0/card.json",
+    "1.1.0 (shipped before)": REPO / "models/zoo/ct-nodule-fpr/1.1.0/card.json",
     "1.1.0 re-evaluated, logit-ranked": RES / "ct_nodule_fpr_1.1.0_heldout_logit_ranked.json",
     "+ second stage, uncapped (not shipped)": RES / "ct_nodule_fpr_1.2.0_uncapped_eval.json",
     "+ second stage, veto only (not shipped)": RES / "ct_nodule_fpr_1.2.0_veto_eval.json",
     "anatomy augmentation (not shipped)": RES / "ct_nodule_fpr_1.3.0_anatomy_aug_card.json",
     "anatomy augmentation + 1.1.0, mean logit (chosen on validation; not shipped)":
         RES / "ct_nodule_fpr_1.3.0_anatomy_aug_ensemble_card.json",
+    "1.4.0 (shipped): 1.1.0 fine-tuned with synthetic scan faces": REPO / "models/zoo/ct-nodule-fpr/1.4.0/card.json",
 }
 
 
@@ -62,7 +63,10 @@ def main() -> int:
                         f"{m['operating_point']['fp_per_scan']:.2f}")),
         ("ground-glass sensitivity at the operating point",
          lambda m, op: f"{m['operating_point']['by_type']['ground-glass']['sensitivity']:.2f}"),
-        ("training-region validation CPM", lambda m, op: f"{op['validation_froc']['cpm']:.3f}" if "validation_froc" in op
+        ("training-region validation CPM (all candidates)",
+         lambda m, op: f"{op['validation_froc']['cpm']:.3f}" if "validation_froc" in op else "—"),
+        ("training-region validation CPM (what the task reports)",
+         lambda m, op: f"{op['validation_froc_output_level']['cpm']:.3f}" if "validation_froc_output_level" in op
          else "—"),
         ("inference s/case (one core, shared machine)", lambda m, op: f"{m['inference_s_per_case_mean']:.1f}"),
     ]
