@@ -218,6 +218,24 @@ def test_face_augmented_nodule_patches_keep_the_nodule():
         assert x[12:21, 12:21, 12:21].max() > 0.3  # the inserted nodule is still at the centre
 
 
+def test_cut_sources_take_the_candidates_at_the_cut_face():
+    from training.ct.fpr_data import cut_sources, fpr_sample
+
+    src = _toy_source()
+    n = src.lv.vol.shape[0]
+    parts = cut_sources([src], cuts=(24,), band=4, floor=1.0)
+    assert parts and all(p.name.startswith("toy_cut24_") for p in parts)
+    for p in parts:
+        lower = p.name.endswith("lower")
+        assert p.lv.vol.shape[0] == (24 if lower else n - 24)
+        face = p.lv.vol.shape[0] - 1 if lower else 0
+        assert (np.abs(p.negatives[:, 0] - face) <= 4).all()  # only what the detector finds at the cut
+        # the part is the same anatomy at the same place (origin moved with the cut)
+        assert np.allclose(p.lv.vol.voxel_to_patient([0, 0, 0]), src.lv.vol.voxel_to_patient([0 if lower else 24, 0, 0]))
+        x, y = fpr_sample([p], np.random.default_rng(0), p_pos=0.0)
+        assert x.shape == (FPR_PATCH,) * 3 and y[0] == 0.0
+
+
 def test_fpr_cnn_recovered_from_its_onnx_export(tmp_path):
     torch = pytest.importorskip("torch")
     import onnxruntime as ort

@@ -102,6 +102,29 @@ def fpr_sources(train_lv: LungVolume, floor: float = 4.0, max_candidates: int = 
     return out
 
 
+def cut_sources(sources: list[FprSource], cuts: tuple[int, ...] = (33, 66), band: int = 10,
+                floor: float = 4.0, max_candidates: int = 1500) -> list[FprSource]:
+    """The training sources cut at axial planes ``cuts``, each part as a study that ends
+    there: its negatives are the candidates of :func:`models.ct.blobs.lung_candidates` on
+    that part within ``band`` voxels of its cut face (what the detector finds at a first or
+    last slice, which the whole region shows only at its own two faces)."""
+    from training.ct.data import sub_volume
+
+    out = []
+    for src in sources:
+        n = src.lv.vol.shape[0]
+        for z in cuts:
+            for lo, hi in ((0, z), (z, n)):
+                sub = sub_volume(src.lv.vol, lo, hi)
+                lungs = src.lv.lungs[lo:hi]
+                face = hi - lo - 1 if lo == 0 else 0
+                c = lung_candidates(sub.hu, sub.spacing, lungs, floor=floor, max_candidates=max_candidates)
+                neg = np.array([x.zyx for x in c if abs(x.zyx[0] - face) <= band])
+                if len(neg):
+                    out.append(FprSource(LungVolume(sub, lungs), neg, f"{src.name}_cut{z}_{'lower' if lo == 0 else 'upper'}"))
+    return out
+
+
 def _augment(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Blur, flips, axis permutations (1.5 mm is isotropic), contrast/brightness and noise."""
     if rng.random() < 0.3:

@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--init", help="start from this state dict (fine-tuning)")
     ap.add_argument("--init-onnx", help="start from this exported classifier (a served model.onnx; batch norms "
                                         "folded, so they stay frozen)")
+    ap.add_argument("--cut-sources", type=float, default=0.0,
+                    help="share of samples drawn from the training region cut at axial planes, with the candidates "
+                         "found at the cut faces as negatives (fpr_data.cut_sources)")
     ap.add_argument("--faces", type=float, default=0.0,
                     help="share of patches cut as if the scan ended near the candidate (fpr_data.face_mirror)")
     ap.add_argument("--hard-factor", type=int, default=2, help="negatives scored per negative kept (online mining)")
@@ -73,21 +76,28 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(a.threads)
     from training.ct.data import nodule_volumes
-    from training.ct.fpr_data import fpr_sample, fpr_sources
+    from training.ct.fpr_data import cut_sources, fpr_sample, fpr_sources
     from training.ct.networks import fpr_cnn, fpr_cnn_from_onnx
 
     sources = fpr_sources(nodule_volumes()["train"])
+    cuts = cut_sources(sources) if a.cut_sources > 0 else []
+
+    def sample(rng, label):
+        src = cuts if cuts and rng.random() < a.cut_sources else sources
+        return fpr_sample(src, rng, p_pos=float(label), anatomy_aug=a.anatomy_aug, p_face=a.faces)
+
     net = fpr_cnn_from_onnx(a.init_onnx) if a.init_onnx else fpr_cnn()
     if a.init:
         net.load_state_dict(torch.load(a.init, map_location="cpu"))
-    info = train_fpr(net, lambda rng, label: fpr_sample(sources, rng, p_pos=float(label), anatomy_aug=a.anatomy_aug,
-                                                        p_face=a.faces),
-                     Path(a.out),
+    info = train_fpr(net, sample, Path(a.out),
                      a.budget_min * 60, a.batch, lr=a.lr, seed=a.seed, max_iters=a.max_iters,
                      hard_factor=a.hard_factor, frozen_norm=bool(a.init_onnx))
     info["negative_candidates"] = {s.name: int(len(s.negatives)) for s in sources}
     info["anatomy_aug"] = a.anatomy_aug
     info["faces"] = a.faces
+    info["cut_sources"] = a.cut_sources
+    if cuts:
+        info["cut_source_negatives"] = {c.name: int(len(c.negatives)) for c in cuts}
     if a.init_onnx:
         info["init_onnx"] = a.init_onnx
     finish_run(Path(a.out), info, a.init or a.init_onnx)
