@@ -71,3 +71,13 @@ def test_lineage_of_a_run_started_from_a_served_onnx(tmp_path) -> None:
     rec = training_record(run)["fine_tuned_from"]
     assert rec["previous_run"] == {"iterations": 1517}
     assert (rec["model"], rec["version"], rec["sha256"]) == ("ct-nodule-fpr", "1.1.0", "ab")
+
+
+def test_card_words_for_face_training() -> None:
+    from training.ct.evaluate_nodules import _face_note
+
+    assert _face_note({}) == ""
+    note = _face_note({"faces": 0.3, "cut_sources": 0.2,
+                       "fine_tuned_from": {"model": "ct-nodule-fpr", "version": "1.4.0"}})
+    assert "share 0.3 of the patches" in note and "share 0.2 of the samples" in note
+    assert note.endswith("Fine-tuned from ct-nodule-fpr 1.4.0 (weights recovered from its ONNX).")

@@ -256,6 +256,9 @@ def _face_note(record: dict) -> str:
     if record.get("faces"):
         out += (f" A share {record['faces']:g} of the patches is cut as if the study ended at an axial plane "
                 "0-10 voxels beyond the candidate (mirrored there, as the pipeline pads at a first or last slice).")
+    if record.get("cut_sources"):
+        out += (f" A share {record['cut_sources']:g} of the samples comes from the training region cut at axial "
+                "planes, with the candidates the detector finds at the cut faces as negatives.")
     prev = record.get("fine_tuned_from") or {}
     if prev.get("version"):
         out += f" Fine-tuned from {prev.get('model')} {prev['version']} (weights recovered from its ONNX)."
