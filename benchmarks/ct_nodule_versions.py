@@ -22,9 +22,11 @@ SOURCES = {
     "anatomy augmentation (not shipped)": RES / "ct_nodule_fpr_1.3.0_anatomy_aug_card.json",
     "anatomy augmentation + 1.1.0, mean logit (chosen on validation; not shipped)":
         RES / "ct_nodule_fpr_1.3.0_anatomy_aug_ensemble_card.json",
-    "1.4.0 (shipped): 1.1.0 fine-tuned with synthetic scan faces": REPO / "models/zoo/ct-nodule-fpr/1.4.0/card.json",
+    "1.4.0 (shipped before): 1.1.0 fine-tuned with synthetic scan faces":
+        REPO / "models/zoo/ct-nodule-fpr/1.4.0/card.json",
     "1.4.0 + 1.1.0, mean logit (higher validation CPM; not shipped)":
         RES / "ct_nodule_fpr_1.5.0_faces_plus_1.1.0_ensemble_card.json",
+    "1.6.0 (shipped): 1.4.0 fine-tuned with candidates at cut faces": REPO / "models/zoo/ct-nodule-fpr/1.6.0/card.json",
 }
 
 
