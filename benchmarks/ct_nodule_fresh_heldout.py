@@ -17,9 +17,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from models.card import ModelCard  # noqa: E402
 from models.ct.nodules import MODEL_NAME, NodulePipeline  # noqa: E402
-from models.session import OrtModel  # noqa: E402
+from models.registry import Registry  # noqa: E402
 from training.ct.data import nodule_volumes  # noqa: E402
 from training.ct.evaluate_nodules import evaluate  # noqa: E402
 
@@ -40,10 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     for m in a.merge:
         runs.update(json.loads(Path(m).read_text()))
     for v in a.versions:
-        d = REPO / "models" / "zoo" / MODEL_NAME / v
-        card = ModelCard.load(d / "card.json")
-        pipe = NodulePipeline(model=OrtModel(d / "model.onnx", threads=1), threshold=float(card.thresholds["nodule"]))
-        pipe.version = v
+        model, card = Registry().load(MODEL_NAME, version=v, threads=1)
+        pipe = NodulePipeline(model=model, threshold=float(card.thresholds["nodule"]))
+        pipe.version = card.version
         res, _ = evaluate(pipe, sets, N_CASES)
         runs[v] = {"seeds": SEEDS, "cases": N_CASES, "threshold": pipe.threshold, "results": res}
         out_path.write_text(json.dumps(runs, indent=1, default=float))

@@ -18,9 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from models.ct.nodules import NodulePipeline  # noqa: E402
-from training.ct.data import LungVolume, nodule_volumes  # noqa: E402
-from training.ct.evaluate_nodules import run_case  # noqa: E402
-from training.ct.fpr_data import lowres_copy  # noqa: E402
+from training.ct.data import nodule_volumes  # noqa: E402
+from training.ct.evaluate_nodules import run_case, validation_volumes  # noqa: E402
 
 SETS = {"validation_full": (5000, 10), "validation_3mm": (5000, 10),
         "heldout_region": (10000, 30), "heldout_volume": (20000, 15)}
@@ -45,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     pipe = NodulePipeline(threads=a.threads)
     _ = pipe.model
     vs = nodule_volumes()
-    vols = {"validation_full": vs["train"], "validation_3mm": LungVolume(lowres_copy(vs["train"].vol), vs["train"].lungs),
-            "heldout_region": vs["heldout_region"], "heldout_volume": vs["heldout_volume"]}
+    vols = {**validation_volumes(vs["train"]), "heldout_region": vs["heldout_region"],
+            "heldout_volume": vs["heldout_volume"]}
     out = {"model": {"name": pipe.name, "version": pipe.version, "threshold": pipe.threshold}, "cases": []}
     t0 = time.time()
     for name in a.sets:

@@ -24,9 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from models.ct.nodules import NodulePipeline, sigmoid  # noqa: E402
-from training.ct.data import LungVolume, nodule_volumes  # noqa: E402
-from training.ct.evaluate_nodules import case_measures, measure_summary, run_case  # noqa: E402
-from training.ct.fpr_data import lowres_copy  # noqa: E402
+from training.ct.data import nodule_volumes  # noqa: E402
+from training.ct.evaluate_nodules import case_measures, measure_summary, run_case, validation_volumes  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     pipe = NodulePipeline(threads=a.threads)
     _ = pipe.model
     tr = nodule_volumes()["train"]
-    sets = {"validation_full": tr, "validation_3mm": LungVolume(lowres_copy(tr.vol), tr.lungs)}
+    sets = validation_volumes(tr)
     rows: list[dict] = []
     t0 = time.time()
     for name, lv in sets.items():

@@ -88,7 +88,6 @@ class CaseRun:
     hits, and what the task reports at every threshold (``kept`` candidate indices in
     descending logit order, ``reported_hits``: the lesion hit at each one's mask centroid)."""
     seed: int
-    vol: object
     labels: np.ndarray
     specs: list[dict]
     x: object
@@ -117,7 +116,7 @@ def run_case(pipe: NodulePipeline, lv: LungVolume, seed: int, n_nodules: int | N
         kept.append(j)
         centroids.append(np.argwhere(m).mean(0) + [b.start for b in sl])
     rep = point_hits(centroids, labels, specs, x.work.spacing)
-    return CaseRun(seed, vol, labels, specs, x, z, hits, kept, rep, seconds)
+    return CaseRun(seed, labels, specs, x, z, hits, kept, rep, seconds)
 
 
 def case_measures(r: CaseRun, res: dict, reported: list[tuple[float, int | None, bool]], name: str) -> list[dict]:
@@ -217,6 +216,11 @@ def evaluate(pipe: NodulePipeline, sets: dict, n_cases: dict[str, int]) -> tuple
     return results, measures
 
 
+def validation_volumes(train: LungVolume) -> dict[str, LungVolume]:
+    """The validation volumes: the training region as reconstructed and degraded to 3 mm."""
+    return {"validation_full": train, "validation_3mm": LungVolume(lowres_copy(train.vol), train.lungs)}
+
+
 def choose_threshold(pipe: NodulePipeline, sets: list[LungVolume], n_cases: int = 10, seed0: int = 5000,
                      fp_per_scan: float = 1.0) -> dict:
     """Operating threshold from VALIDATION cases of the training region (seeds 5000+, each
@@ -309,8 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     pipe = NodulePipeline(model=OrtModel(onnx_path, threads=1), threshold=0.5,
                           second_stage=SecondStage.from_dict(stage2["second_stage"]) if stage2 else None)
     pipe.version = a.version
-    low = LungVolume(lowres_copy(tr.vol), tr.lungs)
-    op = choose_threshold(pipe, [tr, low], n_cases=a.val_cases)
+    op = choose_threshold(pipe, list(validation_volumes(tr).values()), n_cases=a.val_cases)
     pipe.threshold = op["threshold"]
     sets = {"heldout_region": (vs["heldout_region"], 10000), "heldout_volume": (vs["heldout_volume"], 20000)}
     res, measures = evaluate(pipe, sets, {"heldout_region": a.cases_region, "heldout_volume": a.cases_volume})
