@@ -263,6 +263,9 @@ def _face_note(record: dict) -> str:
     if record.get("cut_sources"):
         out += (f" A share {record['cut_sources']:g} of the samples comes from the training region cut at axial "
                 "planes, with the candidates the detector finds at the cut faces as negatives.")
+    if record.get("small_share"):
+        out += (f" A share {record['small_share']:g} of the nodules is drawn from 4-8 mm (log-uniform) instead of "
+                "4-30 mm.")
     prev = record.get("fine_tuned_from") or {}
     if prev.get("version"):
         out += f" Fine-tuned from {prev.get('model')} {prev['version']} (weights recovered from its ONNX)."

@@ -226,22 +226,35 @@ def face_mirror(patch: np.ndarray, rng: np.random.Generator, anchor: int | None 
     return np.ascontiguousarray(out[::-1] if flip else out)
 
 
+DIAMETER_RANGE = (4.0, 30.0)
+SMALL_RANGE = (4.0, 8.0)
+
+
+def positive_diameter(rng: np.random.Generator, p_small: float = 0.0) -> float:
+    """A training nodule's diameter (mm), log-uniform over 4-30 mm; with ``p_small`` > 0 that
+    share is drawn from 4-8 mm instead (the sizes that score lowest on the validation cases).
+    With ``p_small`` = 0 the random stream is the one of earlier versions."""
+    lo, hi = SMALL_RANGE if p_small > 0 and rng.random() < p_small else DIAMETER_RANGE
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
 def fpr_sample(sources: list[FprSource], rng: np.random.Generator, p_pos: float = 0.4,
                size: int = FPR_PATCH, anatomy_aug: bool = False, p_rotate: float = 0.5,
-               p_vessel: float = 0.2, p_face: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+               p_vessel: float = 0.2, p_face: float = 0.0, p_small: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(patch [size]^3 normalised, label [1]) from a random source.  ``anatomy_aug``: with
     probability ``p_rotate`` the patch is cut under a random rotation and scale
     (:func:`rotated_patch`); a share ``p_vessel`` of the negatives is a synthetic vessel
     junction in real lung (:func:`draw_vessels`).  ``p_face``: the share of patches cut as
     if the scan ended near the candidate (:func:`face_mirror`; for a nodule, beyond its
-    centre, so it stays in the scan)."""
+    centre, so it stays in the scan).  ``p_small``: the share of nodules drawn from 4-8 mm
+    (:func:`positive_diameter`)."""
     face = rng.random() < p_face
     src = sources[rng.integers(len(sources))]
     hu = src.lv.vol.hu
     sp = src.lv.vol.spacing
     rotate = anatomy_aug and rng.random() < p_rotate
     if rng.random() < p_pos:
-        d = float(np.exp(rng.uniform(np.log(4.0), np.log(30.0))))
+        d = positive_diameter(rng, p_small)
         c = src.nodule_centre(d, rng)
         spec = random_spec(rng, c, (d, d))
         half = (rotation_margin(size) if rotate else size) // 2 + 4

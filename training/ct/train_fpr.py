@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                          "found at the cut faces as negatives (fpr_data.cut_sources)")
     ap.add_argument("--faces", type=float, default=0.0,
                     help="share of patches cut as if the scan ended near the candidate (fpr_data.face_mirror)")
+    ap.add_argument("--small-share", type=float, default=0.0,
+                    help="share of the nodules drawn from 4-8 mm instead of 4-30 mm (fpr_data.positive_diameter)")
     ap.add_argument("--hard-factor", type=int, default=2, help="negatives scored per negative kept (online mining)")
     ap.add_argument("--anatomy-aug", action="store_true",
                     help="random rotations/scales and synthetic vessel junctions (training.ct.fpr_data.fpr_sample)")
@@ -84,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def sample(rng, label):
         src = cuts if cuts and rng.random() < a.cut_sources else sources
-        return fpr_sample(src, rng, p_pos=float(label), anatomy_aug=a.anatomy_aug, p_face=a.faces)
+        return fpr_sample(src, rng, p_pos=float(label), anatomy_aug=a.anatomy_aug, p_face=a.faces,
+                          p_small=a.small_share)
 
     net = fpr_cnn_from_onnx(a.init_onnx) if a.init_onnx else fpr_cnn()
     if a.init:
@@ -96,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     info["anatomy_aug"] = a.anatomy_aug
     info["faces"] = a.faces
     info["cut_sources"] = a.cut_sources
+    info["small_share"] = a.small_share
     if cuts:
         info["cut_source_negatives"] = {c.name: int(len(c.negatives)) for c in cuts}
     if a.init_onnx:
