@@ -408,3 +408,17 @@ def test_run_case_scores_the_inserted_nodules_with_the_served_classifier():
     for k in (1, 2):
         js = [j for j, h in enumerate(a.hits) if h == k]
         assert js and max(js, key=lambda j: a.z[j]) in a.kept
+
+
+def test_small_share_draws_small_nodules_and_keeps_the_old_stream():
+    from training.ct.fpr_data import positive_diameter
+
+    d = np.array([positive_diameter(np.random.default_rng(s), 1.0) for s in range(200)])
+    assert d.min() >= 4.0 and d.max() <= 8.0
+    mixed = np.array([positive_diameter(np.random.default_rng(s), 0.4) for s in range(400)])
+    share = float(np.mean(mixed <= 8.0))  # 0.4 + 0.6 * ln2/ln7.5 = 0.60
+    assert 0.52 < share < 0.68 and mixed.max() > 20.0
+    # p_small = 0: the diameters of earlier versions (same seed, same value)
+    for s in range(5):
+        old = float(np.exp(np.random.default_rng(s).uniform(np.log(4.0), np.log(30.0))))
+        assert positive_diameter(np.random.default_rng(s), 0.0) == old

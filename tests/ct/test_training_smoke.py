@@ -80,4 +80,5 @@ def test_card_words_for_face_training() -> None:
     note = _face_note({"faces": 0.3, "cut_sources": 0.2,
                        "fine_tuned_from": {"model": "ct-nodule-fpr", "version": "1.4.0"}})
     assert "share 0.3 of the patches" in note and "share 0.2 of the samples" in note
+    assert "4-8 mm" in _face_note({"small_share": 0.4}) and "4-8 mm" not in note
     assert note.endswith("Fine-tuned from ct-nodule-fpr 1.4.0 (weights recovered from its ONNX).")
