@@ -183,8 +183,8 @@ def _ball(r: int) -> np.ndarray:
 
 def segment_blob(hu: np.ndarray, zyx, radius_mm: float, spacing, allowed: np.ndarray | None = None,
                  level_pct: float = 60.0, core_fraction: float = 0.6, halo_hu: float = 60.0,
-                 halo_pct: float = 30.0
-                 ) -> tuple[np.ndarray, tuple[slice, ...]]:
+                 halo_pct: float = 30.0, open_from: str = "candidate", open_scale: float = 0.4,
+                 regrow: int | None = None) -> tuple[np.ndarray, tuple[slice, ...]]:
     """Mask of the nodule at a candidate: threshold halfway between the nodule level
     (``level_pct`` percentile of HU within ``core_fraction`` × the blob radius) and the lung
     background (median HU < -700 around it), inside a sphere of 2 × radius + 4 mm, opened
@@ -206,23 +206,30 @@ def segment_blob(hu: np.ndarray, zyx, radius_mm: float, spacing, allowed: np.nda
     bg = float(np.median(bgv)) if bgv.size > 20 else -850.0
     if level <= bg + 60:  # no contrast at the centre: nothing to segment
         return np.zeros(sub.shape, bool), box
-    keep = _grow(sub, d, lim, 0.5 * (level + bg), c - lo, radius_mm, sp, None if allowed is None else allowed[box])
+    opts = {"open_from": open_from, "open_scale": open_scale, "regrow": regrow}
+    keep = _grow(sub, d, lim, 0.5 * (level + bg), c - lo, radius_mm, sp, None if allowed is None else allowed[box],
+                 **opts)
     if keep.any() and halo_hu > 0:  # a ground-glass halo around a solid core: part-solid nodule
         shell = ndimage.binary_dilation(keep, iterations=3) & ~ndimage.binary_dilation(keep) & (d <= lim)
         halo = float(np.percentile(sub[shell], halo_pct)) if shell.any() else bg
         if halo - bg > halo_hu and halo < -300:
             big = _grow(sub, d, lim, 0.5 * (halo + bg), c - lo, radius_mm, sp,
-                        None if allowed is None else allowed[box])
+                        None if allowed is None else allowed[box], **opts)
             if big.sum() > keep.sum():
                 keep = big
     return keep, box
 
 
-def _grow(sub, d, lim, t, ci_f, radius_mm, sp, allowed):
+def _grow(sub, d, lim, t, ci_f, radius_mm, sp, allowed, open_from="candidate", open_scale=0.4, regrow=None):
     m = (sub >= t) & (d <= lim)
     if allowed is not None:
         m &= allowed
-    k = int(np.clip(round(0.4 * radius_mm / sp.min()), 1, 3))
+    r = radius_mm
+    if open_from == "inscribed":  # the thickest part of the mask near the centre (its inscribed radius)
+        edt = ndimage.distance_transform_edt(m, sampling=sp)
+        near = d <= max(radius_mm, 2.0)
+        r = float(edt[near].max()) if near.any() else radius_mm
+    k = int(np.clip(round(open_scale * r / sp.min()), 1, 3))
     opened = ndimage.binary_opening(m, structure=_ball(k))
     src = opened if opened.any() else m
     lab, n = ndimage.label(src)
@@ -235,7 +242,9 @@ def _grow(sub, d, lim, t, ci_f, radius_mm, sp, allowed):
         dd = ndimage.distance_transform_edt(lab == 0, sampling=sp, return_indices=True)[1]
         keep = lab == lab[tuple(dd[:, ci[0], ci[1], ci[2]])]
     if src is opened:
-        keep = ndimage.binary_dilation(keep, structure=_ball(k)) & m
+        g = k if regrow is None else regrow
+        if g > 0:
+            keep = ndimage.binary_dilation(keep, structure=_ball(g)) & m
         lab2, _ = ndimage.label(keep)
         if lab2[ci] > 0:
             keep = lab2 == lab2[ci]
