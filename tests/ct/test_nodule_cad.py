@@ -57,6 +57,27 @@ def test_segment_blob_matches_inserted_nodule_and_cuts_the_vessel(kind, d):
     assert not full[24, 40, 30 + int(d / 1.5) + 6:].any()  # the vessel beyond the nodule is cut
 
 
+def test_segment_blob_inscribed_opening_cuts_a_thick_vessel_the_candidate_radius_keeps():
+    """A 12 mm nodule on a 4.5 mm-wide vessel, seen through a blob radius that under-estimates
+    it: the candidate-radius opening (ball of 1 voxel) keeps the vessel; the opening from the
+    mask's inscribed radius near the centre (2 voxels) cuts it, and the nodule stays whole."""
+    rng = np.random.default_rng(2)
+    hu = (-850 + rng.normal(0, 15, (40, 48, 64))).astype(np.float32)
+    hu[19:22, 23:26, 20:] = 40.0  # vessel leaving the nodule along +x
+    spec = NoduleSpec((20.0, 24.0, 20.0), 12.0, "solid", 30.0, 0.0, (1.0, 1.0, 1.0), 0.0, 1)
+    hu, truth = insert_nodule(hu, (1.5, 1.5, 1.5), spec, rng)
+    ends = {}
+    for name, kw in (("candidate", {}), ("inscribed", {"open_from": "inscribed", "open_scale": 0.6, "regrow": 1})):
+        mask, box = segment_blob(hu, (20.0, 24.0, 20.0), 4.0, (1.5, 1.5, 1.5), **kw)
+        full = np.zeros(hu.shape, bool)
+        full[box] = mask
+        assert full[truth].mean() > 0.9, name
+        ends[name] = int(np.argwhere(full)[:, 2].max())
+    nodule_end = int(np.argwhere(truth)[:, 2].max())
+    assert ends["candidate"] >= nodule_end + 3  # the vessel is taken in (to the 12 mm search sphere)
+    assert ends["inscribed"] <= nodule_end + 2  # a stub of at most the regrowth
+
+
 def test_closed_lungs_takes_in_a_wall_notch():
     lungs = np.zeros((30, 40, 40), bool)
     lungs[5:25, 5:35, 5:35] = True
