@@ -181,6 +181,11 @@ def _ball(r: int) -> np.ndarray:
     return (g[:, None, None] ** 2 + g[None, :, None] ** 2 + g[None, None, :] ** 2) <= r * r + 0.5
 
 
+# segment_blob options chosen on validation cases (issue #7, 2026-12-07): the opening ball
+# from the mask's inscribed radius near the centre, regrown by one voxel
+INSCRIBED_OPENING = {"open_from": "inscribed", "open_scale": 0.6, "regrow": 1}
+
+
 def segment_blob(hu: np.ndarray, zyx, radius_mm: float, spacing, allowed: np.ndarray | None = None,
                  level_pct: float = 60.0, core_fraction: float = 0.6, halo_hu: float = 60.0,
                  halo_pct: float = 30.0, open_from: str = "candidate", open_scale: float = 0.4,
@@ -189,7 +194,11 @@ def segment_blob(hu: np.ndarray, zyx, radius_mm: float, spacing, allowed: np.nda
     (``level_pct`` percentile of HU within ``core_fraction`` × the blob radius) and the lung
     background (median HU < -700 around it), inside a sphere of 2 × radius + 4 mm, opened
     with a ball of ~0.4 × radius to cut attached vessels, the component at the centre, then
-    grown back by the opening radius inside the threshold mask.  Returns (mask, box)."""
+    grown back by the opening radius inside the threshold mask.  ``open_from="inscribed"``
+    sizes the ball from the threshold mask's inscribed radius near the centre instead of the
+    blob radius (``open_scale`` × it, 1-3 voxels), so a vessel or wall band thinner than the
+    nodule is cut even when the blob radius under-estimates it; ``regrow`` (voxels) replaces
+    the regrowth by the ball.  Returns (mask, box)."""
     sp = np.asarray(spacing, float)
     c = np.asarray(zyx, float)
     lim = max(2.0 * radius_mm + 4.0, 9.0)

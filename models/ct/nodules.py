@@ -150,8 +150,12 @@ class NodulePipeline:
     def __init__(self, model=None, threshold: float = 0.5, min_diameter_mm: float = 3.0,
                  threads: int | None = None, max_candidates: int = MAX_CANDIDATES,
                  candidate_floor: float = CANDIDATE_FLOOR, tta: bool = True,
-                 juxta_max: int = JUXTA_MAX, second_stage: SecondStage | None = None) -> None:
+                 juxta_max: int = JUXTA_MAX, second_stage: SecondStage | None = None,
+                 segmentation: dict | None = None) -> None:
         self.juxta_max = juxta_max
+        # keyword options of segment_blob (set from the card's extra.segmentation when the
+        # registry loads: a card's numbers were measured with its own segmentation)
+        self.segmentation = dict(segmentation or {})
         self.second_stage = second_stage  # set from the card's extra.second_stage when the registry loads
         self._model = model
         self.tta = tta
@@ -172,6 +176,7 @@ class NodulePipeline:
             self.threshold = float(card.thresholds.get("nodule", self.threshold))
             st = card.extra.get("second_stage")
             self.second_stage = SecondStage.from_dict(st) if st else None
+            self.segmentation = dict(card.extra.get("segmentation") or {})
         return self._model
 
     def pre_process(self, vol: CTVolume, lungs: np.ndarray | None = None,
@@ -252,7 +257,7 @@ class NodulePipeline:
         """(candidate index, mask, box) of each candidate (all of them, for evaluation)."""
         if hull is None:
             hull = closed_lungs(x.lungs, x.work.spacing) | x.lungs
-        return [(i, *segment_blob(x.work.hu, c.zyx, c.radius_mm, x.work.spacing, hull))
+        return [(i, *segment_blob(x.work.hu, c.zyx, c.radius_mm, x.work.spacing, hull, **self.segmentation))
                 for i, c in enumerate(x.candidates)]
 
     def detections(self, score: np.ndarray, x: NoduleInput, threshold: float | None = None):
@@ -274,7 +279,7 @@ class NodulePipeline:
             cz0 = tuple(int(v) for v in np.clip(np.round(c.zyx), 0, np.asarray(work.shape) - 1))
             if label_map[cz0] > 0:  # a second candidate on a nodule already reported
                 continue
-            m, sl = segment_blob(work.hu, c.zyx, c.radius_mm, work.spacing, hull)
+            m, sl = segment_blob(work.hu, c.zyx, c.radius_mm, work.spacing, hull, **self.segmentation)
             if not m.any():
                 m, sl = sphere_mask(c.zyx, c.radius_mm, work.spacing, work.shape)
             if (label_map[sl][m] > 0).mean() > 0.3:

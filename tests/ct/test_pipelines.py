@@ -97,3 +97,29 @@ def test_liver_needs_a_contrast_phase(totalseg):
     v.meta = {"series_description": "Abdomen native", "contrast_bolus_agent": ""}
     with pytest.raises(PhaseError, match="portal-venous"):
         LiverPipeline(model=object()).pre_process([v])
+
+
+def test_nodule_pipeline_segments_as_its_card_says(tmp_path, monkeypatch):
+    """A card's numbers were measured with its segmentation: the pipeline takes
+    ``extra.segmentation`` from the card it serves (and the blob-radius opening without it)."""
+    import shutil
+
+    from models.ct.blobs import INSCRIBED_OPENING
+    from models.ct.nodules import NodulePipeline
+    from models.registry import Registry
+
+    served = Registry().get("ct-nodule-fpr")
+    base = NodulePipeline()
+    _ = base.model
+    assert base.segmentation == dict(served.card.extra.get("segmentation") or {})
+    dst = tmp_path / "ct-nodule-fpr" / "99.0.0"
+    dst.mkdir(parents=True)
+    shutil.copy(served.onnx_path, dst / "model.onnx")
+    card = json.loads((served.onnx_path.parent / "card.json").read_text())
+    card["version"] = "99.0.0"
+    card["extra"]["segmentation"] = INSCRIBED_OPENING
+    (dst / "card.json").write_text(json.dumps(card))
+    monkeypatch.setenv("MEDWS_MODELS_DIR", str(tmp_path))
+    pipe = NodulePipeline()
+    _ = pipe.model
+    assert pipe.version == "99.0.0" and pipe.segmentation == INSCRIBED_OPENING

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from models.card import ModelCard, sha256_file
+from models.ct.blobs import INSCRIBED_OPENING
 from models.ct.candidate_features import SecondStage
 from models.ct.nodules import (FPR_PATCH, MODEL_NAME, TTA_FLIPS, WORK_ORIENTATION, NodulePipeline,
                                candidate_patches, sigmoid)
@@ -287,6 +288,11 @@ def main(argv: list[str] | None = None) -> int:
                                            "into the card's extra.second_stage)")
     ap.add_argument("--max-logit", type=float, help="cap on the second stage's added logit (0: it can only lower "
                                                       "scores); stored in the card")
+    ap.add_argument("--segmentation", choices=("blob-radius", "inscribed"), default="blob-radius",
+                    help="segment_blob's opening: from the blob radius (1.6.0 and earlier) or from the mask's "
+                         "inscribed radius (models.ct.blobs.INSCRIBED_OPENING); stored in the card's extra.segmentation")
+    ap.add_argument("--recovered-from", help="the served model.onnx whose weights --ckpt holds (fpr_cnn_from_onnx); "
+                                             "stated in the card")
     ap.add_argument("--results-only", help="write the metrics to this JSON file instead of a model version "
                                            "(the ONNX goes to a temporary folder)")
     a = ap.parse_args(argv)
@@ -316,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     pipe = NodulePipeline(model=OrtModel(onnx_path, threads=1), threshold=0.5,
                           second_stage=SecondStage.from_dict(stage2["second_stage"]) if stage2 else None)
     pipe.version = a.version
+    pipe.segmentation = dict(INSCRIBED_OPENING) if a.segmentation == "inscribed" else {}
     op = choose_threshold(pipe, list(validation_volumes(tr).values()), n_cases=a.val_cases)
     pipe.threshold = op["threshold"]
     sets = {"heldout_region": (vs["heldout_region"], 10000), "heldout_volume": (vs["heldout_volume"], 20000)}
@@ -323,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.results_only:
         rec = {"version_evaluated": a.version, "checkpoint": str(ck), "ensemble_with": a.ensemble_with,
                "heldout_synthetic": res, "operating_point": op,
-               "second_stage": stage2, "evaluated_by": "training/ct/evaluate_nodules.py --results-only"}
+               "second_stage": stage2, "segmentation": pipe.segmentation,
+               "evaluated_by": "training/ct/evaluate_nodules.py --results-only"}
         Path(a.results_only).write_text(json.dumps(rec, indent=1, default=float))
         print(json.dumps(res, indent=1, default=float))
         return 0
@@ -372,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
                **({"second_stage": {**stage2["second_stage"],
                                     "fit": {k: v for k, v in stage2.items() if k != "second_stage"},
                                     "fitted_by": "training/ct/second_stage.py"}} if stage2 else {}),
+               **({"segmentation": pipe.segmentation} if pipe.segmentation else {}),
+               **({"weights_recovered_from": a.recovered_from} if a.recovered_from else {}),
                "test_time_augmentation": ({"flipped_axes_zyx": [list(f) for f in TTA_FLIPS], "score": "mean logit"}
                                           if pipe.tta else None),
                "evaluated_by": "training/ct/evaluate_nodules.py"},
