@@ -135,6 +135,20 @@ class NoduleInput:
     candidates: list[Candidate] = field(default_factory=list)  # work-grid voxel centres
 
 
+def _touches(label_map: np.ndarray, zyx, radius_mm: float, spacing) -> bool:
+    """Whether a labelled voxel lies within ``radius_mm`` of ``zyx`` (voxel coordinates)."""
+    sp = np.asarray(spacing, float)
+    c = np.asarray(zyx, float)
+    half = np.ceil(radius_mm / sp).astype(int)
+    lo = np.maximum(np.round(c).astype(int) - half, 0)
+    hi = np.minimum(np.round(c).astype(int) + half + 1, label_map.shape)
+    sub = label_map[tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))]
+    if not sub.any():
+        return False
+    grids = np.meshgrid(*[(np.arange(a, b) - cc) * s for a, b, cc, s in zip(lo, hi, c, sp)], indexing="ij")
+    return bool((sub[sum(g * g for g in grids) <= radius_mm ** 2] > 0).any())
+
+
 class NodulePipeline:
     """``pre_process → predict → post_process``; only ``predict`` touches ONNX Runtime.
 
@@ -151,11 +165,14 @@ class NodulePipeline:
                  threads: int | None = None, max_candidates: int = MAX_CANDIDATES,
                  candidate_floor: float = CANDIDATE_FLOOR, tta: bool = True,
                  juxta_max: int = JUXTA_MAX, second_stage: SecondStage | None = None,
-                 segmentation: dict | None = None) -> None:
+                 segmentation: dict | None = None, touch_radius: float = 0.0) -> None:
         self.juxta_max = juxta_max
         # keyword options of segment_blob (set from the card's extra.segmentation when the
         # registry loads: a card's numbers were measured with its own segmentation)
         self.segmentation = dict(segmentation or {})
+        # > 0: a candidate is also a duplicate when a reported nodule lies within this many
+        # of its blob radii of its centre (from the card's extra.duplicate_suppression)
+        self.touch_radius = float(touch_radius)
         self.second_stage = second_stage  # set from the card's extra.second_stage when the registry loads
         self._model = model
         self.tta = tta
@@ -177,6 +194,7 @@ class NodulePipeline:
             st = card.extra.get("second_stage")
             self.second_stage = SecondStage.from_dict(st) if st else None
             self.segmentation = dict(card.extra.get("segmentation") or {})
+            self.touch_radius = float((card.extra.get("duplicate_suppression") or {}).get("touch_radius", 0.0))
         return self._model
 
     def pre_process(self, vol: CTVolume, lungs: np.ndarray | None = None,
@@ -264,8 +282,9 @@ class NodulePipeline:
         """The candidates the task reports, in descending ``score`` order, as
         ``(candidate index, mask, box, label map)``: those scoring at least ``threshold``
         (None: all of them), segmented, less those whose centre lies in a nodule already
-        reported or whose mask mostly does (a second candidate on the same nodule), and those
-        smaller than ``min_diameter_mm``.  ``post_process`` reports these at the card's
+        reported or whose mask mostly does (a second candidate on the same nodule), with
+        ``touch_radius`` > 0 also those with a reported nodule within that many blob radii of
+        their centre, and those smaller than ``min_diameter_mm``.  ``post_process`` reports these at the card's
         threshold; the evaluation's FROC ranks all of them (the task's output at every
         threshold: a candidate is only ever suppressed by higher-scoring ones)."""
         work = x.work
@@ -279,6 +298,8 @@ class NodulePipeline:
             cz0 = tuple(int(v) for v in np.clip(np.round(c.zyx), 0, np.asarray(work.shape) - 1))
             if label_map[cz0] > 0:  # a second candidate on a nodule already reported
                 continue
+            if self.touch_radius > 0 and _touches(label_map, c.zyx, self.touch_radius * c.radius_mm, work.spacing):
+                continue  # its blob touches a reported nodule: an edge, lobulation or vessel stub of it
             m, sl = segment_blob(work.hu, c.zyx, c.radius_mm, work.spacing, hull, **self.segmentation)
             if not m.any():
                 m, sl = sphere_mask(c.zyx, c.radius_mm, work.spacing, work.shape)

@@ -443,3 +443,17 @@ def test_small_share_draws_small_nodules_and_keeps_the_old_stream():
     for s in range(5):
         old = float(np.exp(np.random.default_rng(s).uniform(np.log(4.0), np.log(30.0))))
         assert positive_diameter(np.random.default_rng(s), 0.0) == old
+
+
+def test_touches_finds_a_reported_nodule_within_the_radius_only():
+    from models.ct.nodules import _touches
+
+    lab = np.zeros((30, 30, 30), np.uint16)
+    lab[10:14, 10:14, 10:14] = 1  # reported nodule, voxels 10..13
+    sp = (1.5, 1.5, 1.5)
+    assert _touches(lab, (11.0, 11.0, 11.0), 1.0, sp)  # inside
+    assert _touches(lab, (11.0, 11.0, 16.0), 4.6, sp)  # 3 voxels (4.5 mm) beyond the edge
+    assert not _touches(lab, (11.0, 11.0, 16.0), 4.4, sp)
+    assert not _touches(lab, (25.0, 25.0, 25.0), 6.0, sp)
+    assert _touches(lab, (16.0, 16.0, 16.0), 1.5 * np.sqrt(27) + 0.01, sp)  # diagonal: (13,13,13) is 3√3 voxels away
+    assert not _touches(lab, (16.0, 16.0, 16.0), 1.5 * np.sqrt(27) - 0.01, sp)

@@ -100,8 +100,9 @@ def test_liver_needs_a_contrast_phase(totalseg):
 
 
 def test_nodule_pipeline_segments_as_its_card_says(tmp_path, monkeypatch):
-    """A card's numbers were measured with its segmentation: the pipeline takes
-    ``extra.segmentation`` from the card it serves (and the blob-radius opening without it)."""
+    """A card's numbers were measured with its segmentation and duplicate suppression: the
+    pipeline takes ``extra.segmentation`` and ``extra.duplicate_suppression`` from the card it
+    serves (the blob-radius opening and no touch rule without them)."""
     import shutil
 
     from models.ct.blobs import INSCRIBED_OPENING
@@ -118,8 +119,10 @@ def test_nodule_pipeline_segments_as_its_card_says(tmp_path, monkeypatch):
     card = json.loads((served.onnx_path.parent / "card.json").read_text())
     card["version"] = "99.0.0"
     card["extra"]["segmentation"] = INSCRIBED_OPENING
+    card["extra"]["duplicate_suppression"] = {"touch_radius": 1.5}
     (dst / "card.json").write_text(json.dumps(card))
     monkeypatch.setenv("MEDWS_MODELS_DIR", str(tmp_path))
     pipe = NodulePipeline()
     _ = pipe.model
-    assert pipe.version == "99.0.0" and pipe.segmentation == INSCRIBED_OPENING
+    assert pipe.version == "99.0.0" and pipe.segmentation == INSCRIBED_OPENING and pipe.touch_radius == 1.5
+    assert base.touch_radius == float((served.card.extra.get("duplicate_suppression") or {}).get("touch_radius", 0))

@@ -291,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--segmentation", choices=("blob-radius", "inscribed"), default="blob-radius",
                     help="segment_blob's opening: from the blob radius (1.6.0 and earlier) or from the mask's "
                          "inscribed radius (models.ct.blobs.INSCRIBED_OPENING); stored in the card's extra.segmentation")
+    ap.add_argument("--touch-radius", type=float, default=0.0,
+                    help="also suppress a candidate when a reported nodule lies within this many of its blob radii "
+                         "(NodulePipeline.touch_radius); stored in the card's extra.duplicate_suppression")
     ap.add_argument("--recovered-from", help="the served model.onnx whose weights --ckpt holds (fpr_cnn_from_onnx); "
                                              "stated in the card")
     ap.add_argument("--results-only", help="write the metrics to this JSON file instead of a model version "
@@ -323,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
                           second_stage=SecondStage.from_dict(stage2["second_stage"]) if stage2 else None)
     pipe.version = a.version
     pipe.segmentation = dict(INSCRIBED_OPENING) if a.segmentation == "inscribed" else {}
+    pipe.touch_radius = a.touch_radius
     op = choose_threshold(pipe, list(validation_volumes(tr).values()), n_cases=a.val_cases)
     pipe.threshold = op["threshold"]
     sets = {"heldout_region": (vs["heldout_region"], 10000), "heldout_volume": (vs["heldout_volume"], 20000)}
@@ -331,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         rec = {"version_evaluated": a.version, "checkpoint": str(ck), "ensemble_with": a.ensemble_with,
                "heldout_synthetic": res, "operating_point": op,
                "second_stage": stage2, "segmentation": pipe.segmentation,
+               "touch_radius": pipe.touch_radius,
                "evaluated_by": "training/ct/evaluate_nodules.py --results-only"}
         Path(a.results_only).write_text(json.dumps(rec, indent=1, default=float))
         print(json.dumps(res, indent=1, default=float))
@@ -381,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
                                     "fit": {k: v for k, v in stage2.items() if k != "second_stage"},
                                     "fitted_by": "training/ct/second_stage.py"}} if stage2 else {}),
                **({"segmentation": pipe.segmentation} if pipe.segmentation else {}),
+               **({"duplicate_suppression": {"touch_radius": pipe.touch_radius}} if pipe.touch_radius else {}),
                **({"weights_recovered_from": a.recovered_from} if a.recovered_from else {}),
                "test_time_augmentation": ({"flipped_axes_zyx": [list(f) for f in TTA_FLIPS], "score": "mean logit"}
                                           if pipe.tta else None),
