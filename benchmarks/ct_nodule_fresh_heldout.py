@@ -40,9 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         runs.update(json.loads(Path(m).read_text()))
     for v in a.versions:
         model, card = Registry().load(MODEL_NAME, version=v, threads=1)
-        pipe = NodulePipeline(model=model, threshold=float(card.thresholds["nodule"]),
-                              segmentation=card.extra.get("segmentation"))  # as the card was measured
-        pipe.version = card.version
+        pipe = NodulePipeline(model=model)
+        pipe.apply_card(card)  # threshold, segmentation, duplicate suppression as the card was measured
         res, _ = evaluate(pipe, sets, N_CASES)
         runs[v] = {"seeds": SEEDS, "cases": N_CASES, "threshold": pipe.threshold, "results": res}
         out_path.write_text(json.dumps(runs, indent=1, default=float))

@@ -189,13 +189,18 @@ class NodulePipeline:
             from models.registry import Registry
 
             self._model, card = Registry().load(MODEL_NAME, threads=self.threads)
-            self.version = card.version
-            self.threshold = float(card.thresholds.get("nodule", self.threshold))
-            st = card.extra.get("second_stage")
-            self.second_stage = SecondStage.from_dict(st) if st else None
-            self.segmentation = dict(card.extra.get("segmentation") or {})
-            self.touch_radius = float((card.extra.get("duplicate_suppression") or {}).get("touch_radius", 0.0))
+            self.apply_card(card)
         return self._model
+
+    def apply_card(self, card) -> None:
+        """Run as ``card`` was measured: its version, threshold, second stage, segmentation
+        options and duplicate suppression."""
+        self.version = card.version
+        self.threshold = float(card.thresholds.get("nodule", self.threshold))
+        st = card.extra.get("second_stage")
+        self.second_stage = SecondStage.from_dict(st) if st else None
+        self.segmentation = dict(card.extra.get("segmentation") or {})
+        self.touch_radius = float((card.extra.get("duplicate_suppression") or {}).get("touch_radius", 0.0))
 
     def pre_process(self, vol: CTVolume, lungs: np.ndarray | None = None,
                     lobes: np.ndarray | None = None) -> NoduleInput:
