@@ -27,6 +27,14 @@ SOURCES = {
     "1.4.0 + 1.1.0, mean logit (higher validation CPM; not shipped)":
         RES / "ct_nodule_fpr_1.5.0_faces_plus_1.1.0_ensemble_card.json",
     "1.6.0 (shipped): 1.4.0 fine-tuned with candidates at cut faces": REPO / "models/zoo/ct-nodule-fpr/1.6.0/card.json",
+    "1.7.0: 1.6.0 fine-tuned with 40 % of nodules 4-8 mm (not shipped)":
+        RES / "ct_nodule_fpr_1.7.0_small_share_card.json",
+    "1.6.0 weights, inscribed-radius segmentation (operating point worse; not landed)":
+        RES / "ct_nodule_fpr_1.6.1_inscribed_only_card.json",
+    "1.6.0 weights, inscribed-radius segmentation + touch suppression 2.0 (not shipped)":
+        RES / "ct_nodule_fpr_1.6.1_inscribed_touch2_card.json",
+    "1.6.0 weights, touch suppression 2.0 (highest validation CPM; not shipped)":
+        RES / "ct_nodule_fpr_1.6.1_touch2_card.json",
 }
 
 
@@ -67,6 +75,9 @@ def main() -> int:
                         f"{m['operating_point']['fp_per_scan']:.2f}")),
         ("ground-glass sensitivity at the operating point",
          lambda m, op: f"{m['operating_point']['by_type']['ground-glass']['sensitivity']:.2f}"),
+        ("found nodules at the operating point: mean Dice, diameter error (mm)",
+         lambda m, op: (f"{m['operating_point']['mean_dice_found']:.3f}, {m['operating_point']['diameter_mae_mm']:.2f}"
+                        if m["operating_point"].get("diameter_mae_mm") is not None else "—")),
         ("training-region validation CPM (all candidates)",
          lambda m, op: f"{op['validation_froc']['cpm']:.3f}" if "validation_froc" in op else "—"),
         ("training-region validation CPM (what the task reports)",
