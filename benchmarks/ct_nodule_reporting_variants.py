@@ -23,7 +23,8 @@ sys.path.insert(0, str(REPO))
 from models.ct.blobs import INSCRIBED_OPENING  # noqa: E402
 from models.ct.nodules import NodulePipeline, sigmoid  # noqa: E402
 from training.ct.data import nodule_volumes  # noqa: E402
-from training.ct.evaluate_nodules import case_measures, measure_summary, run_case, validation_volumes  # noqa: E402
+from training.ct.evaluate_nodules import (case_measures, measure_summary, run_case, threshold_at,  # noqa: E402
+                                          validation_volumes)
 from training.ct.froc import froc  # noqa: E402
 
 SEGMENTATIONS = {
@@ -40,21 +41,17 @@ TOUCH = {"blob radius (served)": (0.0, 1.0, 1.5, 2.0), "inscribed 0.6, regrow 1 
 
 def variant(pipe: NodulePipeline, runs: list, seg: dict, touch: float) -> dict:
     pipe.segmentation, pipe.touch_radius = dict(seg), touch
-    cases, fps, n_les = [], [], 0
-    for r in runs:
-        kept = [j for j, *_ in pipe.detections(r.z, r.x)]
-        cases.append([(float(r.z[j]), r.hits[j]) for j in kept])
-        fps += [float(r.z[j]) for j in kept if r.hits[j] is None]
-        n_les += len(r.specs)
-    fps.sort(reverse=True)
-    thr = max(float(sigmoid(fps[len(runs)] + 1e-3)), 0.05) if len(fps) > len(runs) else 0.05
-    pipe.threshold = thr
+    # what the task reports at every threshold (a candidate is only suppressed by higher-scoring ones)
+    kept = [[j for j, *_ in pipe.detections(r.z, r.x)] for r in runs]
+    cases = [[(float(r.z[j]), r.hits[j]) for j in k] for r, k in zip(runs, kept)]
+    fps = [float(r.z[j]) for r, k in zip(runs, kept) for j in k if r.hits[j] is None]
+    n_les = sum(len(r.specs) for r in runs)
+    thr = pipe.threshold = threshold_at(fps, len(runs))
     rows = []
-    for r in runs:
+    for r, k in zip(runs, kept):
         prob = sigmoid(r.z)
-        kept = [j for j, *_ in pipe.detections(r.z, r.x)]
         res = pipe.post_process(prob, r.x)
-        rows += case_measures(r, res, [(float(r.z[j]), r.hits[j], bool(prob[j] >= thr)) for j in kept], "validation")
+        rows += case_measures(r, res, [(float(r.z[j]), r.hits[j], bool(prob[j] >= thr)) for j in k], "validation")
     s = measure_summary(rows)
     fr = froc(cases, n_les, len(runs))
     meas = [m for m in rows if "dice" in m]

@@ -137,16 +137,8 @@ class NoduleInput:
 
 def _touches(label_map: np.ndarray, zyx, radius_mm: float, spacing) -> bool:
     """Whether a labelled voxel lies within ``radius_mm`` of ``zyx`` (voxel coordinates)."""
-    sp = np.asarray(spacing, float)
-    c = np.asarray(zyx, float)
-    half = np.ceil(radius_mm / sp).astype(int)
-    lo = np.maximum(np.round(c).astype(int) - half, 0)
-    hi = np.minimum(np.round(c).astype(int) + half + 1, label_map.shape)
-    sub = label_map[tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))]
-    if not sub.any():
-        return False
-    grids = np.meshgrid(*[(np.arange(a, b) - cc) * s for a, b, cc, s in zip(lo, hi, c, sp)], indexing="ij")
-    return bool((sub[sum(g * g for g in grids) <= radius_mm ** 2] > 0).any())
+    ball, sl = sphere_mask(zyx, radius_mm, spacing, label_map.shape)
+    return bool((label_map[sl][ball] > 0).any())
 
 
 class NodulePipeline:

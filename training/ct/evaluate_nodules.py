@@ -222,6 +222,15 @@ def validation_volumes(train: LungVolume) -> dict[str, LungVolume]:
     return {"validation_full": train, "validation_3mm": LungVolume(lowres_copy(train.vol), train.lungs)}
 
 
+def threshold_at(fp_logits: list[float], n_cases: int, fp_per_scan: float = 1.0) -> float:
+    """The lowest probability with at most ``fp_per_scan`` of these false-positive logits per
+    case: just above the (k+1)-th highest, as a float64 probability (not rounded: with a
+    second stage the logits reach far beyond sigmoid 0.9999); at least 0.05."""
+    fps = sorted(fp_logits, reverse=True)
+    k = int(fp_per_scan * n_cases)
+    return max(float(sigmoid(fps[k] + 1e-3)) if len(fps) > k else 0.05, 0.05)
+
+
 def choose_threshold(pipe: NodulePipeline, sets: list[LungVolume], n_cases: int = 10, seed0: int = 5000,
                      fp_per_scan: float = 1.0) -> dict:
     """Operating threshold from VALIDATION cases of the training region (seeds 5000+, each
@@ -242,12 +251,7 @@ def choose_threshold(pipe: NodulePipeline, sets: list[LungVolume], n_cases: int 
             out_cases.append([(float(z[j]), hits[j]) for j in r.kept])
             n_les += len(specs)
             n += 1
-    fps.sort(reverse=True)
-    k = int(fp_per_scan * n)
-    # just above the (k+1)-th highest false-positive logit, as a float64 probability (not
-    # rounded: with a second stage the logits reach far beyond sigmoid 0.9999)
-    thr = float(sigmoid(fps[k] + 1e-3)) if len(fps) > k else 0.05
-    return {"threshold": max(thr, 0.05), "validation_cases": n,
+    return {"threshold": threshold_at(fps, n, fp_per_scan), "validation_cases": n,
             "target_fp_per_scan": fp_per_scan,
             "validation_seeds": f"{seed0}..{seed0 + n_cases - 1} (training region, as reconstructed and at 3 mm)",
             "validation_froc": froc(cases, n_les, n),
