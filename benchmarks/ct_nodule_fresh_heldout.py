@@ -5,6 +5,8 @@ card's threshold.  Answers whether a version chosen after several looks at the u
 held-out seeds holds up.  Writes ``benchmarks/results/ct_nodule_fresh_heldout.{json,md}``.
 
     python benchmarks/ct_nodule_fresh_heldout.py --versions 1.1.0 1.6.0
+    python benchmarks/ct_nodule_fresh_heldout.py --versions 1.6.0 1.8.0 --region-seed 70000 \
+        --volume-seed 80000 --out benchmarks/results/ct_nodule_fresh_heldout_70000.json   # a second fresh set
     (or one version per process with --out /tmp/X.json, then --merge /tmp/X.json ...)
 """
 from __future__ import annotations
@@ -31,9 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--versions", nargs="*", default=[], help="versions to evaluate (none: only rewrite the table)")
     ap.add_argument("--merge", nargs="*", default=[], help="runs written by other invocations (--out) to add")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "ct_nodule_fresh_heldout.json"))
+    ap.add_argument("--region-seed", type=int, default=SEEDS["heldout_region"])
+    ap.add_argument("--volume-seed", type=int, default=SEEDS["heldout_volume"])
     a = ap.parse_args(argv)
+    seeds = {"heldout_region": a.region_seed, "heldout_volume": a.volume_seed}
     vs = nodule_volumes()
-    sets = {k: (vs[k], s) for k, s in SEEDS.items()}
+    sets = {k: (vs[k], s) for k, s in seeds.items()}
     out_path = Path(a.out)
     runs = json.loads(out_path.read_text()) if out_path.exists() else {}
     for m in a.merge:
@@ -43,11 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         pipe = NodulePipeline(model=model)
         pipe.apply_card(card)  # threshold, segmentation, duplicate suppression as the card was measured
         res, _ = evaluate(pipe, sets, N_CASES)
-        runs[v] = {"seeds": SEEDS, "cases": N_CASES, "threshold": pipe.threshold, "results": res}
+        runs[v] = {"seeds": seeds, "cases": N_CASES, "threshold": pipe.threshold, "results": res}
         out_path.write_text(json.dumps(runs, indent=1, default=float))
     lines = ["# Lung-nodule CAD: fresh held-out seeds", "",
              "Written by benchmarks/ct_nodule_fresh_heldout.py: the held-out region and lung-base volume of "
-             "training/ct/evaluate_nodules.py with new seeds (region 50000+, volume 60000+; 30 + 15 cases), each "
+             f"training/ct/evaluate_nodules.py with new seeds (region {seeds['heldout_region']}+, volume "
+             f"{seeds['heldout_volume']}+; 30 + 15 cases), each "
              "version at its card's threshold. Output-level FROC (what the task reports).", "",
              "| version | CPM region | CPM volume | **CPM combined** | combined sensitivity at 1/8 … 8 FP/scan "
              "| all-candidate CPM combined | sensitivity at threshold | false findings per scan |",

@@ -27,6 +27,7 @@ from models.ct.blobs import Candidate, closed_lungs, lung_candidates, segment_bl
 from models.ct.candidate_features import FEATURE_NAMES, SecondStage, candidate_features
 from models.ct.findings import describe
 from models.ct.lungs import approximate_lobe, lung_mask
+from models.ct.reconstruction import ReconstructionOffset, edge_gradient
 from models.ct.volume import CTVolume, resample, resample_mask
 
 logger = logging.getLogger(__name__)
@@ -133,6 +134,11 @@ class NoduleInput:
     box: tuple[slice, slice, slice]
     lobes: np.ndarray | None = None  # optional real lobe label map on the work grid
     candidates: list[Candidate] = field(default_factory=list)  # work-grid voxel centres
+    # set by predict_logit: the network's (and second stage's) logits before the reconstruction
+    # offset, the study's edge gradient and the offset added (0 without a ReconstructionOffset)
+    network_logits: np.ndarray | None = None
+    edge_gradient: float | None = None
+    score_offset: float = 0.0
 
 
 def _touches(label_map: np.ndarray, zyx, radius_mm: float, spacing) -> bool:
@@ -157,7 +163,12 @@ class NodulePipeline:
                  threads: int | None = None, max_candidates: int = MAX_CANDIDATES,
                  candidate_floor: float = CANDIDATE_FLOOR, tta: bool = True,
                  juxta_max: int = JUXTA_MAX, second_stage: SecondStage | None = None,
-                 segmentation: dict | None = None, touch_radius: float = 0.0) -> None:
+                 segmentation: dict | None = None, touch_radius: float = 0.0,
+                 measure_segmentation: dict | None = None,
+                 reconstruction_offset: ReconstructionOffset | None = None) -> None:
+        # a per-study logit offset for soft / thick reconstructions estimated from the image
+        # (models.ct.reconstruction; from the card's extra.reconstruction_offset)
+        self.reconstruction_offset = reconstruction_offset
         self.juxta_max = juxta_max
         # keyword options of segment_blob (set from the card's extra.segmentation when the
         # registry loads: a card's numbers were measured with its own segmentation)
@@ -165,6 +176,11 @@ class NodulePipeline:
         # > 0: a candidate is also a duplicate when a reported nodule lies within this many
         # of its blob radii of its centre (from the card's extra.duplicate_suppression)
         self.touch_radius = float(touch_radius)
+        # None: a finding is measured (and exported) on the mask that decided which candidates
+        # are reported; else the keyword options of segment_blob for a separate measurement mask
+        # (card extra.measurement_segmentation): which findings are reported, and so the FROC and
+        # the operating point, do not change, only their masks and sizes
+        self.measure_segmentation = None if measure_segmentation is None else dict(measure_segmentation)
         self.second_stage = second_stage  # set from the card's extra.second_stage when the registry loads
         self._model = model
         self.tta = tta
@@ -193,6 +209,24 @@ class NodulePipeline:
         self.second_stage = SecondStage.from_dict(st) if st else None
         self.segmentation = dict(card.extra.get("segmentation") or {})
         self.touch_radius = float((card.extra.get("duplicate_suppression") or {}).get("touch_radius", 0.0))
+        ro = card.extra.get("reconstruction_offset")
+        self.reconstruction_offset = ReconstructionOffset.from_dict(ro) if ro else None
+        ms = card.extra.get("measurement_segmentation")
+        self.measure_segmentation = None if ms is None else dict(ms)
+
+    def measurement_mask(self, x: NoduleInput, i: int, m: np.ndarray, sl: tuple, hull: np.ndarray,
+                         taken: np.ndarray | None = None) -> tuple[np.ndarray, tuple]:
+        """The mask a reported candidate ``i`` is measured on: ``(m, sl)`` from
+        :meth:`detections`, or with ``measure_segmentation`` set its own segmentation with those
+        options, less voxels already ``taken`` by earlier findings (falls back to ``m`` when
+        that leaves nothing)."""
+        if self.measure_segmentation is None:
+            return m, sl
+        c = x.candidates[i]
+        m2, sl2 = segment_blob(x.work.hu, c.zyx, c.radius_mm, x.work.spacing, hull, **self.measure_segmentation)
+        if taken is not None and m2.any():
+            m2 = m2 & (taken[sl2] == 0)
+        return (m2, sl2) if m2.any() else (m, sl)
 
     def pre_process(self, vol: CTVolume, lungs: np.ndarray | None = None,
                     lobes: np.ndarray | None = None) -> NoduleInput:
@@ -228,11 +262,18 @@ class NodulePipeline:
     def predict_logit(self, x: NoduleInput, batch: int = 64) -> np.ndarray:
         """Nodule logit of each candidate: the network's mean logit over the test-time
         flips, plus the second stage's logit when the card has one
-        (:mod:`models.ct.candidate_features`).  The FROC ranks candidates by it."""
+        (:mod:`models.ct.candidate_features`), plus the study's reconstruction offset when
+        the card has one (:mod:`models.ct.reconstruction`; the same for every candidate of
+        the study).  The FROC ranks candidates by it."""
         logits, feats = self.predict_parts(x, batch)
         z = logits.mean(1).astype(np.float64) if logits.size else np.zeros(0, np.float64)
         if self.second_stage is not None and len(z):
             z = self.second_stage.combined_logit(feats).astype(np.float64)
+        x.network_logits = z
+        if self.reconstruction_offset is not None:
+            x.edge_gradient = edge_gradient(x.work.hu, x.lungs, x.work.spacing)
+            x.score_offset = self.reconstruction_offset(x.edge_gradient)
+            z = z + x.score_offset
         return z
 
     def predict_parts(self, x: NoduleInput, batch: int = 64, features: bool | None = None
@@ -316,9 +357,12 @@ class NodulePipeline:
 
         extent = lung_extent(x.lungs)
         findings = []
-        label_map = np.zeros(work.shape, np.uint16)
-        for i, m, sl, label_map in self.detections(prob, x, self.threshold):
+        label_map = np.zeros(work.shape, np.uint16)  # the reported masks (measurement masks when set)
+        hull = closed_lungs(x.lungs, work.spacing) | x.lungs if self.measure_segmentation is not None else None
+        for i, m, sl, _ in self.detections(prob, x, self.threshold):
             k = len(findings) + 1
+            m, sl = self.measurement_mask(x, i, m, sl, hull, label_map)
+            label_map[sl][m] = k
             off = [s.start for s in sl]
             h = work.hu[sl]
             d = describe(m, h, work, off)
@@ -333,7 +377,9 @@ class NodulePipeline:
                 lobe = approximate_lobe(np.asarray(cz), x.lungs, work.direction, extent)
             d["centre_voxel_zyx"] = [round(float(v), 2) for v in x.volume.patient_to_voxel(d["centre_patient_mm"])]
             findings.append({
-                "label": "lung nodule", "probability": round(float(prob[i]), 4), **d,
+                "label": "lung nodule", "probability": round(float(prob[i]), 4),
+                **({"network_probability": round(float(sigmoid(x.network_logits[i])), 4)}
+                   if self.reconstruction_offset is not None and x.network_logits is not None else {}), **d,
                 "mean_diameter_mm": round(mean_d, 1), "type": kind, "solid_fraction": round(frac, 3),
                 "solid_component_mm": round(solid_mm if kind != "ground-glass" else 0.0, 1),
                 "lobe": lobe, "category": "Lung-RADS " + lung_rads(kind, mean_d, solid_mm), "mask_label": k,
@@ -344,6 +390,9 @@ class NodulePipeline:
         overall = max(cats, key=order_c.index) if cats else "1"
         return {"task": "ct-nodule", "model": self.name, "version": self.version, "n_nodules": len(findings),
                 "n_candidates": len(x.candidates), "lung_rads_suggestion": overall, "findings": findings,
+                **({"reconstruction": {"edge_gradient_hu_per_mm": None if x.edge_gradient is None or not np.isfinite(
+                    x.edge_gradient) else round(float(x.edge_gradient), 1), "score_offset": round(x.score_offset, 3)}}
+                   if self.reconstruction_offset is not None else {}),
                 "_mask": mask, "_work_labels": label_map, "_planes": x.volume.meta.get("sop_instance_uids")}
 
     def __call__(self, vol: CTVolume, lungs: np.ndarray | None = None, lobes: np.ndarray | None = None

@@ -457,3 +457,83 @@ def test_touches_finds_a_reported_nodule_within_the_radius_only():
     assert not _touches(lab, (25.0, 25.0, 25.0), 6.0, sp)
     assert _touches(lab, (16.0, 16.0, 16.0), 1.5 * np.sqrt(27) + 0.01, sp)  # diagonal: (13,13,13) is 3√3 voxels away
     assert not _touches(lab, (16.0, 16.0, 16.0), 1.5 * np.sqrt(27) - 0.01, sp)
+
+
+def test_measurement_masks_change_sizes_not_which_findings_are_reported():
+    """With ``measure_segmentation`` the task reports the same candidates (decided on the
+    blob-radius masks) and measures each on its own segmentation; without it the reported
+    label map is exactly the one that decided the findings."""
+    from models.ct.blobs import INSCRIBED_OPENING, Candidate
+    from models.ct.nodules import NoduleInput, NodulePipeline
+    from models.ct.volume import CTVolume
+
+    hu, m, tube = _lung_with_vessel_and_nodule("solid", d=12.0)
+    vol = CTVolume(hu, (1.5, 1.5, 1.5), np.zeros(3))
+    lungs = np.ones(hu.shape, bool)
+    cands = [Candidate((24.0, 40.0, 44.0), 2.0, 6.0, 5.0), Candidate((24.0, 20.0, 16.0), 1.0, 2.0, 1.0)]
+    x = NoduleInput(vol, vol, lungs, tuple(slice(0, n) for n in hu.shape), None, cands)
+    prob = np.array([0.9, 0.6])
+    plain = NodulePipeline(model=object(), threshold=0.5)
+    decided = [lm.copy() for *_, lm in plain.detections(prob, x, 0.5)][-1]
+    res0 = plain.post_process(prob, x)
+    assert np.array_equal(res0["_work_labels"], decided)
+    tight = NodulePipeline(model=object(), threshold=0.5, measure_segmentation=INSCRIBED_OPENING)
+    assert [i for i, *_ in tight.detections(prob, x, 0.5)] == [i for i, *_ in plain.detections(prob, x, 0.5)]
+    res1 = tight.post_process(prob, x)
+    assert res1["n_nodules"] == res0["n_nodules"] == 2
+    assert not np.array_equal(res1["_work_labels"], res0["_work_labels"])  # measured on other masks
+    assert (res1["_work_labels"][m] == 1).mean() > 0.8  # still the nodule
+    hull = closed_lungs(lungs, (1.5, 1.5, 1.5)) | lungs
+    m0, sl0 = np.ones((2, 2, 2), bool), (slice(0, 2),) * 3
+    assert plain.measurement_mask(x, 0, m0, sl0, hull) == (m0, sl0)  # off: the deciding mask itself
+    taken = np.ones(hu.shape, np.uint16)  # every voxel already reported: falls back to the deciding mask
+    assert tight.measurement_mask(x, 0, m0, sl0, hull, taken) == (m0, sl0)
+
+
+def test_edge_gradient_falls_with_blur_and_not_with_coverage():
+    from models.ct.reconstruction import edge_gradient
+
+    hu, lungs = _chest((60, 64, 64))
+    rng = np.random.default_rng(3)
+    for _ in range(40):  # vessels: small soft-tissue blobs in the lung
+        z, y, x = rng.integers(4, 56), rng.integers(14, 50), rng.integers(14, 50)
+        hu[z - 1:z + 2, y - 1:y + 2, x - 1:x + 2] = 40.0
+    sp = (1.5, 1.5, 1.5)
+    sharp = edge_gradient(hu, lungs, sp)
+    soft = edge_gradient(ndimage.gaussian_filter(hu, 1.0), lungs, sp)
+    assert sharp > 1.3 * soft
+    half = edge_gradient(hu[:30], lungs[:30], sp)  # half the lung: same reconstruction
+    assert abs(half - sharp) < 0.1 * sharp
+    assert np.isnan(edge_gradient(hu, np.zeros_like(lungs), sp))
+
+
+def test_reconstruction_offset_interpolates_and_clips():
+    from models.ct.reconstruction import ReconstructionOffset
+
+    off = ReconstructionOffset(300.0, 240.0, 4.0)
+    assert off(320.0) == 0.0 and off(300.0) == 0.0
+    assert off(270.0) == pytest.approx(2.0)
+    assert off(240.0) == pytest.approx(4.0) and off(100.0) == pytest.approx(4.0)
+    assert off(float("nan")) == 0.0
+    assert ReconstructionOffset.from_dict(off.to_dict()) == off
+    with pytest.raises(ValueError):
+        ReconstructionOffset(240.0, 300.0, 1.0)
+
+
+def test_choose_delta_lifts_the_soft_class_when_its_nodules_score_lower():
+    """Sharp studies: nodules at 8, false positives up to 5; soft studies: nodules at 3,
+    false positives up to 0. Pooled, the soft nodules rank below the sharp false positives
+    until the soft class is lifted by more than 2 (and not by 5 or more)."""
+    from training.ct.reconstruction_offset import choose_delta, pooled_cpm
+
+    cases = []
+    for k in range(10):
+        cases.append({"class": "full", "g": 300.0 + k, "n_nodules": 1,
+                      "reported": [(8.0, 1), (5.0 - 0.1 * k, None), (1.0, None), (-2.0, None)]})
+        cases.append({"class": "3mm", "g": 240.0 + k, "n_nodules": 1,
+                      "reported": [(3.0, 1), (0.0 - 0.1 * k, None), (-3.0, None), (-6.0, None)]})
+    off, cpms = choose_delta(cases)
+    assert 2.0 < off.delta < 5.0
+    assert cpms[off.delta] > cpms[0.0]
+    assert pooled_cpm(cases, off)["cpm"] == pytest.approx(1.0)
+    assert off.sharp_gradient == pytest.approx(304.5) and off.soft_gradient == pytest.approx(244.5)

@@ -34,8 +34,9 @@ import numpy as np
 import torch
 
 from models.card import ModelCard, sha256_file
-from models.ct.blobs import INSCRIBED_OPENING
+from models.ct.blobs import INSCRIBED_OPENING, closed_lungs
 from models.ct.candidate_features import SecondStage
+from models.ct.reconstruction import ReconstructionOffset
 from models.ct.nodules import (FPR_PATCH, MODEL_NAME, TTA_FLIPS, WORK_ORIENTATION, NodulePipeline,
                                candidate_patches, sigmoid)
 from models.ct.volume import resample_mask
@@ -113,8 +114,14 @@ def run_case(pipe: NodulePipeline, lv: LungVolume, seed: int, n_nodules: int | N
     labels = labels_on_work(labels, vol, x.work)
     hits = candidate_hits(x, labels, specs)
     kept, centroids = [], []
+    measured = pipe.measure_segmentation is not None
+    hull = closed_lungs(x.lungs, x.work.spacing) | x.lungs if measured else None
+    taken = np.zeros(x.work.shape, np.uint16) if measured else None
     for j, m, sl, _ in pipe.detections(z, x):
         kept.append(j)
+        if measured:  # the reported location is the centroid of the mask the finding is measured on
+            m, sl = pipe.measurement_mask(x, j, m, sl, hull, taken)
+            taken[sl][m] = len(kept)
         centroids.append(np.argwhere(m).mean(0) + [b.start for b in sl])
     rep = point_hits(centroids, labels, specs, x.work.spacing)
     return CaseRun(seed, labels, specs, x, z, hits, kept, rep, seconds)
@@ -295,6 +302,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--segmentation", choices=("blob-radius", "inscribed"), default="blob-radius",
                     help="segment_blob's opening: from the blob radius (1.6.0 and earlier) or from the mask's "
                          "inscribed radius (models.ct.blobs.INSCRIBED_OPENING); stored in the card's extra.segmentation")
+    ap.add_argument("--measure-segmentation", choices=("same", "inscribed"), default="same",
+                    help="measure reported findings on the mask that decided them (1.6.0 and earlier) or on their "
+                         "own inscribed-radius segmentation (NodulePipeline.measure_segmentation); stored in the "
+                         "card's extra.measurement_segmentation")
+    ap.add_argument("--reconstruction-offset", help="JSON of training.ct.reconstruction_offset (its "
+                                                    "reconstruction_offset goes into the card's extra)")
     ap.add_argument("--touch-radius", type=float, default=0.0,
                     help="also suppress a candidate when a reported nodule lies within this many of its blob radii "
                          "(NodulePipeline.touch_radius); stored in the card's extra.duplicate_suppression")
@@ -331,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     pipe.version = a.version
     pipe.segmentation = dict(INSCRIBED_OPENING) if a.segmentation == "inscribed" else {}
     pipe.touch_radius = a.touch_radius
+    pipe.measure_segmentation = dict(INSCRIBED_OPENING) if a.measure_segmentation == "inscribed" else None
+    recon = json.loads(Path(a.reconstruction_offset).read_text()) if a.reconstruction_offset else None
+    if recon:
+        pipe.reconstruction_offset = ReconstructionOffset.from_dict(recon["reconstruction_offset"])
     op = choose_threshold(pipe, list(validation_volumes(tr).values()), n_cases=a.val_cases)
     pipe.threshold = op["threshold"]
     sets = {"heldout_region": (vs["heldout_region"], 10000), "heldout_volume": (vs["heldout_volume"], 20000)}
@@ -339,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         rec = {"version_evaluated": a.version, "checkpoint": str(ck), "ensemble_with": a.ensemble_with,
                "heldout_synthetic": res, "operating_point": op,
                "second_stage": stage2, "segmentation": pipe.segmentation,
-               "touch_radius": pipe.touch_radius,
+               "touch_radius": pipe.touch_radius, "measurement_segmentation": pipe.measure_segmentation,
+               "reconstruction_offset": recon,
                "evaluated_by": "training/ct/evaluate_nodules.py --results-only"}
         Path(a.results_only).write_text(json.dumps(rec, indent=1, default=float))
         print(json.dumps(res, indent=1, default=float))
@@ -385,12 +403,24 @@ def main(argv: list[str] | None = None) -> int:
                            "wall-flattened passes, mirrored borders) → this classifier"
                            + (" + second stage (models.ct.candidate_features: Hessian shape, intensity, attachment, "
                               "lung-wall distance features; logistic regression logit added to the network's)"
-                              if stage2 else "") + " → models.ct.blobs.segment_blob",
+                              if stage2 else "")
+                           + (" + the study's reconstruction offset (models.ct.reconstruction: logit offset from "
+                              "the image's edge gradient, fitted on validation by "
+                              "training/ct/reconstruction_offset.py)" if recon else "")
+                           + " → models.ct.blobs.segment_blob"
+                           + (" (which candidates are reported) → models.ct.blobs.segment_blob with "
+                              "extra.measurement_segmentation (what each finding is measured and exported on)"
+                              if pipe.measure_segmentation is not None else ""),
                **({"second_stage": {**stage2["second_stage"],
                                     "fit": {k: v for k, v in stage2.items() if k != "second_stage"},
                                     "fitted_by": "training/ct/second_stage.py"}} if stage2 else {}),
                **({"segmentation": pipe.segmentation} if pipe.segmentation else {}),
                **({"duplicate_suppression": {"touch_radius": pipe.touch_radius}} if pipe.touch_radius else {}),
+               **({"measurement_segmentation": pipe.measure_segmentation}
+                  if pipe.measure_segmentation is not None else {}),
+               **({"reconstruction_offset": {**recon["reconstruction_offset"],
+                                             "fit": {k: v for k, v in recon.items() if k != "reconstruction_offset"}}}
+                  if recon else {}),
                **({"weights_recovered_from": a.recovered_from} if a.recovered_from else {}),
                "test_time_augmentation": ({"flipped_axes_zyx": [list(f) for f in TTA_FLIPS], "score": "mean logit"}
                                           if pipe.tta else None),

@@ -1,0 +1,78 @@
+"""How sharp a study's reconstruction is, measured on its image, and the nodule-score offset
+that goes with it.
+
+The nodule classifier scores nodules in soft or thick-slice reconstructions lower than in
+sharp thin-slice ones, while its false positives move less, so pooled over studies (and at
+one operating threshold) a thick-slice study's nodules rank below a thin-slice study's
+false positives. CAD systems are validated per reconstruction; here the reconstruction is
+estimated from the image, because the pipeline may get a study already resampled and
+because the estimate must not depend on how much lung the study covers.
+
+``edge_gradient``: the median HU gradient magnitude (HU/mm) at the soft-tissue voxels that
+touch air-filled lung (below ``EDGE_HU``), in and around the lungs: vessel walls, fissures,
+the pleura. A blurred reconstruction spreads these edges and lowers it; it is a median
+over edges, not a count, so coverage does not enter.
+
+``ReconstructionOffset``: a logit offset ``delta * clip((g_sharp - g) / (g_sharp - g_soft),
+0, 1)``, fitted on validation cases (``training/ct/reconstruction_offset.py``), added to
+every candidate of the study: a per-study constant, so the study's own ranking is unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+EDGE_HU = -400.0
+MIN_EDGE_VOXELS = 200
+
+
+def edge_gradient(hu: np.ndarray, lungs: np.ndarray, spacing) -> float:
+    """Median |∇HU| (HU/mm) at soft-tissue voxels (≥ ``EDGE_HU``) 6-adjacent to air-filled
+    voxels, within the lungs dilated by 2 voxels; NaN when there are fewer than
+    ``MIN_EDGE_VOXELS`` such voxels (no lung to measure)."""
+    if not lungs.any():
+        return float("nan")
+    idx = np.argwhere(lungs)
+    lo = np.maximum(idx.min(0) - 3, 0)
+    hi = np.minimum(idx.max(0) + 4, lungs.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    h = np.asarray(hu[box], np.float32)
+    region = ndimage.binary_dilation(lungs[box], iterations=2)
+    air = h < EDGE_HU
+    edge = region & ~air & ndimage.binary_dilation(air)
+    if edge.sum() < MIN_EDGE_VOXELS:
+        return float("nan")
+    grads = np.gradient(h, *[float(s) for s in spacing])
+    g = np.sqrt(sum(gi.astype(np.float64) ** 2 for gi in grads))
+    return float(np.median(g[edge]))
+
+
+@dataclass
+class ReconstructionOffset:
+    """Logit offset for a study from its :func:`edge_gradient` ``g``: 0 at or above
+    ``sharp_gradient`` (the validation studies as reconstructed), ``delta`` at or below
+    ``soft_gradient`` (the same studies degraded to 3 mm), linear between; 0 when ``g`` is
+    NaN."""
+    sharp_gradient: float
+    soft_gradient: float
+    delta: float
+
+    def __post_init__(self) -> None:
+        if not self.sharp_gradient > self.soft_gradient:
+            raise ValueError(f"sharp_gradient ({self.sharp_gradient}) must exceed soft_gradient "
+                             f"({self.soft_gradient})")
+
+    def __call__(self, g: float) -> float:
+        if not np.isfinite(g):
+            return 0.0
+        t = (self.sharp_gradient - g) / (self.sharp_gradient - self.soft_gradient)
+        return float(self.delta * np.clip(t, 0.0, 1.0))
+
+    def to_dict(self) -> dict:
+        return {"sharp_gradient": self.sharp_gradient, "soft_gradient": self.soft_gradient, "delta": self.delta}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ReconstructionOffset":
+        return cls(float(d["sharp_gradient"]), float(d["soft_gradient"]), float(d["delta"]))
