@@ -56,14 +56,16 @@ def main(argv: list[str] | None = None) -> int:
              f"{seeds['heldout_volume']}+; 30 + 15 cases), each "
              "version at its card's threshold. Output-level FROC (what the task reports).", "",
              "| version | CPM region | CPM volume | **CPM combined** | combined sensitivity at 1/8 … 8 FP/scan "
-             "| all-candidate CPM combined | sensitivity at threshold | false findings per scan |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| all-candidate CPM combined | sensitivity at threshold | false findings per scan "
+             "| found nodules: Dice, diameter error (mm) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for v, r in runs.items():
         o, op = r["results"]["output_level"], r["results"]["operating_point"]
         sens = " ".join(f"{x:.2f}" for x in o["combined"]["sensitivity_at_fp_per_scan"].values())
         lines.append(f"| {v} | {o['heldout_region']['cpm']:.3f} | {o['heldout_volume']['cpm']:.3f} "
                      f"| **{o['combined']['cpm']:.3f}** | {sens} | {r['results']['combined']['cpm']:.3f} "
-                     f"| {op['sensitivity']:.3f} | {op['fp_per_scan']:.2f} |")
+                     f"| {op['sensitivity']:.3f} | {op['fp_per_scan']:.2f} "
+                     f"| {op['mean_dice_found']:.3f}, {op['diameter_mae_mm']:.2f} |")
     out_path.write_text(json.dumps(runs, indent=1, default=float))
     md = out_path.with_suffix(".md")
     md.write_text("\n".join(lines) + "\n")

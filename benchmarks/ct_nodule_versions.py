@@ -26,7 +26,7 @@ SOURCES = {
         REPO / "models/zoo/ct-nodule-fpr/1.4.0/card.json",
     "1.4.0 + 1.1.0, mean logit (higher validation CPM; not shipped)":
         RES / "ct_nodule_fpr_1.5.0_faces_plus_1.1.0_ensemble_card.json",
-    "1.6.0 (shipped): 1.4.0 fine-tuned with candidates at cut faces": REPO / "models/zoo/ct-nodule-fpr/1.6.0/card.json",
+    "1.6.0 (shipped before): 1.4.0 fine-tuned with candidates at cut faces": REPO / "models/zoo/ct-nodule-fpr/1.6.0/card.json",
     "1.7.0: 1.6.0 fine-tuned with 40 % of nodules 4-8 mm (not shipped)":
         RES / "ct_nodule_fpr_1.7.0_small_share_card.json",
     "1.6.0 weights, inscribed-radius segmentation (operating point worse; not landed)":
@@ -35,6 +35,8 @@ SOURCES = {
         RES / "ct_nodule_fpr_1.6.1_inscribed_touch2_card.json",
     "1.6.0 weights, touch suppression 2.0 (highest validation CPM; not shipped)":
         RES / "ct_nodule_fpr_1.6.1_touch2_card.json",
+    "1.6.2 (shipped): 1.6.0 weights, findings measured on their own inscribed-radius masks":
+        REPO / "models/zoo/ct-nodule-fpr/1.6.2/card.json",
 }
 
 
