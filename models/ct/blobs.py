@@ -189,7 +189,7 @@ INSCRIBED_OPENING = {"open_from": "inscribed", "open_scale": 0.6, "regrow": 1}
 def segment_blob(hu: np.ndarray, zyx, radius_mm: float, spacing, allowed: np.ndarray | None = None,
                  level_pct: float = 60.0, core_fraction: float = 0.6, halo_hu: float = 60.0,
                  halo_pct: float = 30.0, open_from: str = "candidate", open_scale: float = 0.4,
-                 regrow: int | None = None) -> tuple[np.ndarray, tuple[slice, ...]]:
+                 regrow: int | None = None, info: dict | None = None) -> tuple[np.ndarray, tuple[slice, ...]]:
     """Mask of the nodule at a candidate: threshold halfway between the nodule level
     (``level_pct`` percentile of HU within ``core_fraction`` × the blob radius) and the lung
     background (median HU < -700 around it), inside a sphere of 2 × radius + 4 mm, opened
@@ -198,7 +198,8 @@ def segment_blob(hu: np.ndarray, zyx, radius_mm: float, spacing, allowed: np.nda
     sizes the ball from the threshold mask's inscribed radius near the centre instead of the
     blob radius (``open_scale`` × it, 1-3 voxels), so a vessel or wall band thinner than the
     nodule is cut even when the blob radius under-estimates it; ``regrow`` (voxels) replaces
-    the regrowth by the ball.  Returns (mask, box)."""
+    the regrowth by the ball.  Returns (mask, box); ``info`` (a dict), when given, receives
+    ``level``: the HU the returned mask was thresholded at (None when nothing was segmented)."""
     sp = np.asarray(spacing, float)
     c = np.asarray(zyx, float)
     lim = max(2.0 * radius_mm + 4.0, 9.0)
@@ -213,11 +214,13 @@ def segment_blob(hu: np.ndarray, zyx, radius_mm: float, spacing, allowed: np.nda
     level = float(np.percentile(sub[core], level_pct))
     bgv = sub[(d <= lim) & (sub < -700)]
     bg = float(np.median(bgv)) if bgv.size > 20 else -850.0
+    if info is not None:
+        info["level"] = None
     if level <= bg + 60:  # no contrast at the centre: nothing to segment
         return np.zeros(sub.shape, bool), box
     opts = {"open_from": open_from, "open_scale": open_scale, "regrow": regrow}
-    keep = _grow(sub, d, lim, 0.5 * (level + bg), c - lo, radius_mm, sp, None if allowed is None else allowed[box],
-                 **opts)
+    t = 0.5 * (level + bg)
+    keep = _grow(sub, d, lim, t, c - lo, radius_mm, sp, None if allowed is None else allowed[box], **opts)
     if keep.any() and halo_hu > 0:  # a ground-glass halo around a solid core: part-solid nodule
         shell = ndimage.binary_dilation(keep, iterations=3) & ~ndimage.binary_dilation(keep) & (d <= lim)
         halo = float(np.percentile(sub[shell], halo_pct)) if shell.any() else bg
@@ -225,7 +228,9 @@ def segment_blob(hu: np.ndarray, zyx, radius_mm: float, spacing, allowed: np.nda
             big = _grow(sub, d, lim, 0.5 * (halo + bg), c - lo, radius_mm, sp,
                         None if allowed is None else allowed[box], **opts)
             if big.sum() > keep.sum():
-                keep = big
+                keep, t = big, 0.5 * (halo + bg)
+    if info is not None and keep.any():
+        info["level"] = float(t)
     return keep, box
 
 

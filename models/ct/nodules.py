@@ -25,7 +25,7 @@ import numpy as np
 
 from models.ct.blobs import Candidate, closed_lungs, lung_candidates, segment_blob
 from models.ct.candidate_features import FEATURE_NAMES, SecondStage, candidate_features
-from models.ct.findings import describe
+from models.ct.findings import describe, subvoxel_axes_mm
 from models.ct.lungs import approximate_lobe, lung_mask
 from models.ct.reconstruction import ReconstructionOffset, edge_gradient
 from models.ct.volume import CTVolume, resample, resample_mask
@@ -165,7 +165,11 @@ class NodulePipeline:
                  juxta_max: int = JUXTA_MAX, second_stage: SecondStage | None = None,
                  segmentation: dict | None = None, touch_radius: float = 0.0,
                  measure_segmentation: dict | None = None,
-                 reconstruction_offset: ReconstructionOffset | None = None) -> None:
+                 reconstruction_offset: ReconstructionOffset | None = None,
+                 subvoxel_axes: bool = False) -> None:
+        # measure long/short axes below the voxel size (models.ct.findings.subvoxel_axes_mm; from
+        # the card's extra.measurement_axes == "subvoxel")
+        self.subvoxel_axes = subvoxel_axes
         # a per-study logit offset for soft / thick reconstructions estimated from the image
         # (models.ct.reconstruction; from the card's extra.reconstruction_offset)
         self.reconstruction_offset = reconstruction_offset
@@ -213,19 +217,25 @@ class NodulePipeline:
         self.reconstruction_offset = ReconstructionOffset.from_dict(ro) if ro else None
         ms = card.extra.get("measurement_segmentation")
         self.measure_segmentation = None if ms is None else dict(ms)
+        self.subvoxel_axes = card.extra.get("measurement_axes") == "subvoxel"
 
     def measurement_mask(self, x: NoduleInput, i: int, m: np.ndarray, sl: tuple, hull: np.ndarray,
-                         taken: np.ndarray | None = None) -> tuple[np.ndarray, tuple]:
+                         taken: np.ndarray | None = None, info: dict | None = None) -> tuple[np.ndarray, tuple]:
         """The mask a reported candidate ``i`` is measured on: ``(m, sl)`` from
         :meth:`detections`, or with ``measure_segmentation`` set its own segmentation with those
         options, less voxels already ``taken`` by earlier findings (falls back to ``m`` when
-        that leaves nothing)."""
-        if self.measure_segmentation is None:
-            return m, sl
+        that leaves nothing).  ``info`` receives the segmentation's HU ``level``."""
         c = x.candidates[i]
-        m2, sl2 = segment_blob(x.work.hu, c.zyx, c.radius_mm, x.work.spacing, hull, **self.measure_segmentation)
+        if self.measure_segmentation is None:
+            if info is not None:  # the level of the deciding segmentation
+                segment_blob(x.work.hu, c.zyx, c.radius_mm, x.work.spacing, hull, **self.segmentation, info=info)
+            return m, sl
+        m2, sl2 = segment_blob(x.work.hu, c.zyx, c.radius_mm, x.work.spacing, hull, **self.measure_segmentation,
+                               info=info)
         if taken is not None and m2.any():
             m2 = m2 & (taken[sl2] == 0)
+        if not m2.any() and info is not None:
+            info["level"] = None  # measured on the deciding mask, whose level is not this one
         return (m2, sl2) if m2.any() else (m, sl)
 
     def pre_process(self, vol: CTVolume, lungs: np.ndarray | None = None,
@@ -358,14 +368,19 @@ class NodulePipeline:
         extent = lung_extent(x.lungs)
         findings = []
         label_map = np.zeros(work.shape, np.uint16)  # the reported masks (measurement masks when set)
-        hull = closed_lungs(x.lungs, work.spacing) | x.lungs if self.measure_segmentation is not None else None
+        hull = (closed_lungs(x.lungs, work.spacing) | x.lungs
+                if self.measure_segmentation is not None or self.subvoxel_axes else None)
         for i, m, sl, _ in self.detections(prob, x, self.threshold):
             k = len(findings) + 1
-            m, sl = self.measurement_mask(x, i, m, sl, hull, label_map)
+            info: dict = {}
+            m, sl = self.measurement_mask(x, i, m, sl, hull, label_map, info if self.subvoxel_axes else None)
             label_map[sl][m] = k
             off = [s.start for s in sl]
             h = work.hu[sl]
             d = describe(m, h, work, off)
+            if self.subvoxel_axes and info.get("level") is not None:
+                la, sa = subvoxel_axes_mm(m, h, info["level"], work.spacing)
+                d["long_axis_mm"], d["short_axis_mm"] = round(la, 1), round(sa, 1)
             kind, frac = nodule_type(h[m])
             solid = m & (h > SOLID_HU)
             solid_mm = float((6 * solid.sum() * work.voxel_volume_mm3 / np.pi) ** (1 / 3)) if solid.any() else 0.0

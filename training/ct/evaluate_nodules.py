@@ -306,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="measure reported findings on the mask that decided them (1.6.0 and earlier) or on their "
                          "own inscribed-radius segmentation (NodulePipeline.measure_segmentation); stored in the "
                          "card's extra.measurement_segmentation")
+    ap.add_argument("--measurement-axes", choices=("voxel", "subvoxel"), default="voxel",
+                    help="long/short axes from voxel extents (1.6.2 and earlier) or below the voxel size "
+                         "(models.ct.findings.subvoxel_axes_mm); stored in the card's extra.measurement_axes")
     ap.add_argument("--reconstruction-offset", help="JSON of training.ct.reconstruction_offset (its "
                                                     "reconstruction_offset goes into the card's extra)")
     ap.add_argument("--touch-radius", type=float, default=0.0,
@@ -345,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     pipe.segmentation = dict(INSCRIBED_OPENING) if a.segmentation == "inscribed" else {}
     pipe.touch_radius = a.touch_radius
     pipe.measure_segmentation = dict(INSCRIBED_OPENING) if a.measure_segmentation == "inscribed" else None
+    pipe.subvoxel_axes = a.measurement_axes == "subvoxel"
     recon = json.loads(Path(a.reconstruction_offset).read_text()) if a.reconstruction_offset else None
     if recon:
         pipe.reconstruction_offset = ReconstructionOffset.from_dict(recon["reconstruction_offset"])
@@ -357,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
                "heldout_synthetic": res, "operating_point": op,
                "second_stage": stage2, "segmentation": pipe.segmentation,
                "touch_radius": pipe.touch_radius, "measurement_segmentation": pipe.measure_segmentation,
-               "reconstruction_offset": recon,
+               "reconstruction_offset": recon, "measurement_axes": a.measurement_axes,
                "evaluated_by": "training/ct/evaluate_nodules.py --results-only"}
         Path(a.results_only).write_text(json.dumps(rec, indent=1, default=float))
         print(json.dumps(res, indent=1, default=float))
@@ -418,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
                **({"duplicate_suppression": {"touch_radius": pipe.touch_radius}} if pipe.touch_radius else {}),
                **({"measurement_segmentation": pipe.measure_segmentation}
                   if pipe.measure_segmentation is not None else {}),
+               **({"measurement_axes": "subvoxel"} if pipe.subvoxel_axes else {}),
                **({"reconstruction_offset": {**recon["reconstruction_offset"],
                                              "fit": {k: v for k, v in recon.items() if k != "reconstruction_offset"}}}
                   if recon else {}),
