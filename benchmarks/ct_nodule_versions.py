@@ -37,6 +37,8 @@ SOURCES = {
         RES / "ct_nodule_fpr_1.6.1_touch2_card.json",
     "1.6.2 (shipped): 1.6.0 weights, findings measured on their own inscribed-radius masks":
         REPO / "models/zoo/ct-nodule-fpr/1.6.2/card.json",
+    "1.6.3: 1.6.2 + sub-voxel axes (diameter error worse; not shipped)":
+        RES / "ct_nodule_fpr_1.6.3_subvoxel_axes_card.json",
 }
 
 
