@@ -28,7 +28,7 @@ from models.ct.candidate_features import FEATURE_NAMES, SecondStage, candidate_f
 from models.ct.findings import describe, subvoxel_axes_mm
 from models.ct.lungs import approximate_lobe, lung_mask
 from models.ct.reconstruction import ReconstructionOffset, edge_gradient
-from models.ct.volume import CTVolume, resample, resample_mask
+from models.ct.volume import CTVolume, mask_box, resample, resample_mask
 
 logger = logging.getLogger(__name__)
 
@@ -254,10 +254,8 @@ class NodulePipeline:
             from models.ct.errors import CTError
 
             raise CTError("no lung found in the series (is it a chest CT?)")
-        idx = np.argwhere(lm)
-        lo = np.maximum(idx.min(0) - 6, 0)
-        hi = np.minimum(idx.max(0) + 7, lm.shape)
-        box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        box = mask_box(lm, 6)
+        lo = [b.start for b in box]
         cands = lung_candidates(work.hu[box], work.spacing, lm[box], floor=self.candidate_floor,
                                 max_candidates=self.max_candidates, juxta_max=self.juxta_max)
         for c in cands:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from models.ct.volume import mask_box
+
 EDGE_HU = -400.0
 MIN_EDGE_VOXELS = 200
 
@@ -34,10 +36,7 @@ def edge_gradient(hu: np.ndarray, lungs: np.ndarray, spacing) -> float:
     ``MIN_EDGE_VOXELS`` such voxels (no lung to measure)."""
     if not lungs.any():
         return float("nan")
-    idx = np.argwhere(lungs)
-    lo = np.maximum(idx.min(0) - 3, 0)
-    hi = np.minimum(idx.max(0) + 4, lungs.shape)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    box = mask_box(lungs, 3)
     h = np.asarray(hu[box], np.float32)
     region = ndimage.binary_dilation(lungs[box], iterations=2)
     air = h < EDGE_HU

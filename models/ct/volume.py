@@ -365,3 +365,12 @@ def resample_mask(mask: np.ndarray, src: CTVolume, dst: CTVolume) -> np.ndarray:
     ref = dst.to_sitk()
     out = sitk.Resample(m, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0.0, sitk.sitkFloat32)
     return sitk.GetArrayFromImage(out).astype(mask.dtype)
+
+
+def mask_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
+    """The bounding box of ``mask``'s voxels enlarged by ``margin`` voxels on each side,
+    clipped to the array (``mask`` must have a voxel)."""
+    idx = np.argwhere(mask)
+    lo = np.maximum(idx.min(0) - margin, 0)
+    hi = np.minimum(idx.max(0) + 1 + margin, mask.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
