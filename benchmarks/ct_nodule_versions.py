@@ -39,6 +39,8 @@ SOURCES = {
         REPO / "models/zoo/ct-nodule-fpr/1.6.2/card.json",
     "1.6.3: 1.6.2 + sub-voxel axes (diameter error worse; not shipped)":
         RES / "ct_nodule_fpr_1.6.3_subvoxel_axes_card.json",
+    "1.9.0: weight average of 1.6.0 and 1.7.0 (operating point worse; not shipped)":
+        RES / "ct_nodule_fpr_1.9.0_soup_card.json",
 }
 
 
