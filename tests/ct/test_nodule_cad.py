@@ -570,3 +570,18 @@ def test_subvoxel_axes_halve_the_voxel_bias_on_inserted_nodules():
     info = {}
     empty, _ = segment_blob(np.full((20, 20, 20), -850.0, np.float32), (10.0, 10.0, 10.0), 3.0, sp, info=info)
     assert not empty.any() and info["level"] is None
+
+
+def test_weight_average_is_the_mean_of_the_parameters():
+    import torch
+
+    from training.ct.networks import fpr_cnn, weight_average
+
+    a, b = fpr_cnn(), fpr_cnn()
+    avg = weight_average([a, b])
+    k = "0.conv.weight"
+    assert torch.allclose(avg[k], (a.state_dict()[k] + b.state_dict()[k]) / 2)
+    c = fpr_cnn()
+    c.load_state_dict(avg)  # a valid network of the same shape
+    with pytest.raises(ValueError):
+        weight_average([a, fpr_cnn(channels=(8, 16, 32))])

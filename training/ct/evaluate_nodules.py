@@ -316,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(NodulePipeline.touch_radius); stored in the card's extra.duplicate_suppression")
     ap.add_argument("--recovered-from", help="the served model.onnx whose weights --ckpt holds (fpr_cnn_from_onnx); "
                                              "stated in the card")
+    ap.add_argument("--validation-only", help="write the operating point and validation FROCs (choose_threshold) "
+                                              "to this JSON file and stop: no held-out case is run")
     ap.add_argument("--results-only", help="write the metrics to this JSON file instead of a model version "
                                            "(the ONNX goes to a temporary folder)")
     a = ap.parse_args(argv)
@@ -354,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
         pipe.reconstruction_offset = ReconstructionOffset.from_dict(recon["reconstruction_offset"])
     op = choose_threshold(pipe, list(validation_volumes(tr).values()), n_cases=a.val_cases)
     pipe.threshold = op["threshold"]
+    if a.validation_only:
+        Path(a.validation_only).write_text(json.dumps(op, indent=1, default=float))
+        print(json.dumps({k: v for k, v in op.items() if k != "validation_froc"}, indent=1, default=float))
+        return 0
     sets = {"heldout_region": (vs["heldout_region"], 10000), "heldout_volume": (vs["heldout_volume"], 20000)}
     res, measures = evaluate(pipe, sets, {"heldout_region": a.cases_region, "heldout_volume": a.cases_volume})
     if a.results_only:

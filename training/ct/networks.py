@@ -83,3 +83,13 @@ def freeze_batch_norm(net: torch.nn.Module) -> None:
     for m in net.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.eval()
+
+
+def weight_average(nets: list[torch.nn.Module]) -> dict[str, torch.Tensor]:
+    """The uniform average of the networks' state dicts (a "model soup" of fine-tunes that
+    share an initialisation; integer buffers such as batch counters are taken from the first)."""
+    sds = [n.state_dict() for n in nets]
+    if any(list(sd) != list(sds[0]) for sd in sds):
+        raise ValueError("the networks do not have the same parameters")
+    return {k: ((sum(sd[k].double() for sd in sds) / len(sds)).to(v.dtype) if v.is_floating_point() else v)
+            for k, v in sds[0].items()}
