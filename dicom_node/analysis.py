@@ -266,7 +266,8 @@ def merge_results(results: list[AnalysisResult]) -> AnalysisResult:
     first = done[0]
     return AnalysisResult(study_type=first.study_type, model=first.model,
                           findings=tuple(f for r in done for f in r.findings), abnormality=max(abn) if abn else None,
-                          scores=scores, source=first.source, total_agatston=first.total_agatston)
+                          scores=scores, source=first.source, total_agatston=first.total_agatston,
+                          limitations=tuple(dict.fromkeys(c for r in done for c in r.limitations)))
 
 
 # ------------------------------------------------------------------ the analyzer

@@ -327,6 +327,9 @@ class AnalysisResult:
     path: str | None = None
     source: ImageRef | None = None
     total_agatston: float | None = None
+    # codes of what limits the analysis of this input (the task's ``warnings``, e.g.
+    # "soft_reconstruction", "thick_slices"); the draft report words them
+    limitations: tuple[str, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -347,6 +350,8 @@ class AnalysisResult:
             d["source"] = self.source.to_json()
         if self.total_agatston is not None:
             d["total_agatston"] = self.total_agatston
+        if self.limitations:
+            d["warnings"] = [{"code": c} for c in self.limitations]
         return d
 
     @classmethod
@@ -384,6 +389,8 @@ class AnalysisResult:
         except (TypeError, ValueError, AttributeError) as e:
             raise FindingFormatError(f"bad scores/abnormality: {e}") from e
         findings = tuple(Finding.from_json(f, image=source) for f in (obj.get("findings") or []))
+        limitations = tuple(str(w["code"]) for w in (obj.get("warnings") or [])
+                            if isinstance(w, Mapping) and w.get("code"))
         return cls(
             study_type=st,
             model=ModelInfo(str(model["name"]), str(model["version"])),
@@ -394,6 +401,7 @@ class AnalysisResult:
             path=obj.get("path"),
             source=source,
             total_agatston=total,
+            limitations=limitations,
         )
 
 

@@ -92,6 +92,10 @@ _TEXT = {
         "volume": "volume {v:.0f} mm3", "mean_hu": "mean {hu:.0f} HU", "mean_diam": "mean {d:.1f} mm",
         "segment": "segment {s}", "likely": "likely {t}", "in": "in the {where}",
         "model": "Model: {model}",
+        "limitations": "LIMITATIONS",
+        "limit_soft_reconstruction": "Soft-kernel or thick-slice reconstruction: AI nodule sensitivity is reduced; "
+                                     "review a thin-slice sharp-kernel series.",
+        "limit_thick_slices": "Slices thicker than 2.5 mm: small nodules may be missed by AI.",
     },
     "ko": {
         "findings": "소견", "impression": "결론", "probability": "AI 확률",
@@ -107,6 +111,10 @@ _TEXT = {
         "volume": "부피 {v:.0f} mm3", "mean_hu": "평균 {hu:.0f} HU", "mean_diam": "평균 {d:.1f} mm",
         "segment": "{s} 분절", "likely": "{t} 추정", "in": "{where}",
         "model": "모델: {model}",
+        "limitations": "제한점",
+        "limit_soft_reconstruction": "부드러운 커널 또는 두꺼운 절편 재구성 영상: AI 결절 민감도가 낮음. "
+                                     "얇은 절편의 선명한 커널 영상으로 확인할 것.",
+        "limit_thick_slices": "절편 두께 2.5 mm 초과: AI가 작은 결절을 놓칠 수 있음.",
     },
 }
 
@@ -145,6 +153,7 @@ class DraftReport:
     model: str
     normal: bool
     skipped: str | None = None
+    limitations: tuple[str, ...] = ()  # worded in the report's language
 
     @property
     def critical(self) -> bool:
@@ -159,6 +168,8 @@ class DraftReport:
         lines += [f"- {i.text}" for i in self.items] or [f"- {self.impression[0]}"]
         lines += ["", f"{t['impression']}:"]
         lines += [f"{n}. {line}" for n, line in enumerate(self.impression, 1)]
+        if self.limitations:
+            lines += ["", f"{t['limitations']}:"] + [f"- {line}" for line in self.limitations]
         lines += ["", t["draft"]] + ([self.model] if self.model else [])
         return "\n".join(lines)
 
@@ -167,7 +178,7 @@ class DraftReport:
             "study_type": self.study_type, "language": self.language,
             "items": [i.to_json() for i in self.items], "impression": list(self.impression),
             "model": self.model, "normal": self.normal, "critical": self.critical,
-            "skipped": self.skipped, "text": self.text,
+            "skipped": self.skipped, "limitations": list(self.limitations), "text": self.text,
         }
 
 
@@ -385,7 +396,9 @@ def draft_report(
     """
     lang = resolve_language(language, config)
     skipped = None
+    limits: tuple[str, ...] = ()
     if isinstance(result, AnalysisResult):
+        limits = tuple(_TEXT[lang][f"limit_{c}"] for c in result.limitations if f"limit_{c}" in _TEXT[lang])
         study_type = study_type or result.study_type
         if not model:  # the result's model, then any other model that produced one of its findings
             used = [result.model] + [f.algorithm for f in result.findings if f.algorithm is not None]
@@ -426,8 +439,8 @@ def draft_report(
         raise ResultError(f"no report template for study type {study_type!r}")
 
     if not items:
-        return DraftReport(study_type, lang, (), (t[normal_key],), model_line, True)
-    return DraftReport(study_type, lang, tuple(items), tuple(impression), model_line, False)
+        return DraftReport(study_type, lang, (), (t[normal_key],), model_line, True, limitations=limits)
+    return DraftReport(study_type, lang, tuple(items), tuple(impression), model_line, False, limitations=limits)
 
 
 def _dedupe(lines: Any) -> list[str]:

@@ -27,7 +27,7 @@ from models.ct.blobs import Candidate, closed_lungs, lung_candidates, segment_bl
 from models.ct.candidate_features import FEATURE_NAMES, SecondStage, candidate_features
 from models.ct.findings import describe, subvoxel_axes_mm
 from models.ct.lungs import approximate_lobe, lung_mask
-from models.ct.reconstruction import ReconstructionOffset, edge_gradient
+from models.ct.reconstruction import ReconstructionOffset, edge_gradient, reconstruction_warnings
 from models.ct.volume import CTVolume, mask_box, resample, resample_mask
 
 logger = logging.getLogger(__name__)
@@ -398,14 +398,21 @@ class NodulePipeline:
                 "lobe": lobe, "category": "Lung-RADS " + lung_rads(kind, mean_d, solid_mm), "mask_label": k,
             })
         mask = resample_mask(label_map, work, x.volume) if findings else np.zeros(x.volume.shape, np.uint16)
+        if x.edge_gradient is None:
+            x.edge_gradient = edge_gradient(work.hu, x.lungs, work.spacing)
+        spacing_mm = float(max(x.volume.spacing))
+        thickness = x.volume.meta.get("slice_thickness")
+        slice_mm = max(spacing_mm, float(thickness)) if thickness else spacing_mm  # thick slices overlap at times
+        recon = {"edge_gradient_hu_per_mm": round(float(x.edge_gradient), 1) if np.isfinite(x.edge_gradient) else None,
+                 "slice_spacing_mm": round(spacing_mm, 2),
+                 "slice_thickness_mm": None if not thickness else round(float(thickness), 2),
+                 **({"score_offset": round(x.score_offset, 3)} if self.reconstruction_offset is not None else {})}
         cats = [f["category"].split()[-1] for f in findings]
         order_c = ["2", "3", "4A", "4B", "4X"]
         overall = max(cats, key=order_c.index) if cats else "1"
         return {"task": "ct-nodule", "model": self.name, "version": self.version, "n_nodules": len(findings),
                 "n_candidates": len(x.candidates), "lung_rads_suggestion": overall, "findings": findings,
-                **({"reconstruction": {"edge_gradient_hu_per_mm": None if x.edge_gradient is None or not np.isfinite(
-                    x.edge_gradient) else round(float(x.edge_gradient), 1), "score_offset": round(x.score_offset, 3)}}
-                   if self.reconstruction_offset is not None else {}),
+                "reconstruction": recon, "warnings": reconstruction_warnings(x.edge_gradient, slice_mm),
                 "_mask": mask, "_work_labels": label_map, "_planes": x.volume.meta.get("sop_instance_uids")}
 
     def __call__(self, vol: CTVolume, lungs: np.ndarray | None = None, lobes: np.ndarray | None = None

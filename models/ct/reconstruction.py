@@ -28,6 +28,13 @@ from models.ct.volume import mask_box
 
 EDGE_HU = -400.0
 MIN_EDGE_VOXELS = 200
+# the validation cases of training/ct/reconstruction_offset.py (served classifier; training
+# region, seeds 7000-7019; benchmarks/results/ct_nodule_reconstruction_offset.json): median
+# edge gradient as reconstructed (1.5 mm) and degraded to 3 mm, and the CPM of each class
+SHARP_EDGE_GRADIENT = 311.1
+SOFT_EDGE_GRADIENT = 247.3
+SHARP_CPM, SOFT_CPM = 0.918, 0.829
+MAX_SLICE_MM = 2.5  # thicker slices than the classifier was validated on
 
 
 def edge_gradient(hu: np.ndarray, lungs: np.ndarray, spacing) -> float:
@@ -75,3 +82,20 @@ class ReconstructionOffset:
     @classmethod
     def from_dict(cls, d: dict) -> "ReconstructionOffset":
         return cls(float(d["sharp_gradient"]), float(d["soft_gradient"]), float(d["delta"]))
+
+
+def reconstruction_warnings(g: float, slice_mm: float) -> list[dict[str, str]]:
+    """What the radiologist should know about a study the nodule CAD reads less well, as
+    ``{"code", "message"}``: a soft or thick reconstruction (``soft_reconstruction``: edge
+    gradient nearer the validation's 3 mm class than its sharp one) or slices (thickness or
+    spacing, ``slice_mm``) over ``MAX_SLICE_MM`` (``thick_slices``).  The draft report words
+    the codes in its own language (``dicom_node.report``)."""
+    out = []
+    if np.isfinite(g) and g < 0.5 * (SHARP_EDGE_GRADIENT + SOFT_EDGE_GRADIENT):
+        out.append({"code": "soft_reconstruction", "message": f"soft or thick reconstruction (edge gradient {g:.0f} HU/mm, sharp 1.5 mm studies "
+                   f"~{SHARP_EDGE_GRADIENT:.0f}): nodule sensitivity is lower on such studies (validation CPM "
+                   f"{SOFT_CPM:.2f} against {SHARP_CPM:.2f}); prefer a thin-slice sharp-kernel series"})
+    if slice_mm > MAX_SLICE_MM:
+        out.append({"code": "thick_slices", "message": f"slices {slice_mm:.1f} mm thick or apart (> {MAX_SLICE_MM} "
+                    "mm): small nodules may be missed; prefer a series of <= 1.5 mm slices"})
+    return out

@@ -585,3 +585,23 @@ def test_weight_average_is_the_mean_of_the_parameters():
     c.load_state_dict(avg)  # a valid network of the same shape
     with pytest.raises(ValueError):
         weight_average([a, fpr_cnn(channels=(8, 16, 32))])
+
+
+def test_reconstruction_warnings_use_the_validation_numbers():
+    import json
+    from pathlib import Path
+
+    from models.ct import reconstruction as R
+
+    rec = json.loads((Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+                      / "ct_nodule_reconstruction_offset.json").read_text())
+    assert R.SHARP_EDGE_GRADIENT == pytest.approx(rec["classes"]["full"]["edge_gradient_median"], abs=0.05)
+    assert R.SOFT_EDGE_GRADIENT == pytest.approx(rec["classes"]["3mm"]["edge_gradient_median"], abs=0.05)
+    assert R.SHARP_CPM == pytest.approx(rec["classes"]["full"]["cpm_alone"], abs=0.0005)
+    assert R.SOFT_CPM == pytest.approx(rec["classes"]["3mm"]["cpm_alone"], abs=0.0005)
+    assert R.reconstruction_warnings(310.0, 1.0) == []
+    soft = R.reconstruction_warnings(250.0, 1.0)
+    assert [w["code"] for w in soft] == ["soft_reconstruction"] and "soft or thick" in soft[0]["message"]
+    thick = R.reconstruction_warnings(310.0, 3.0)
+    assert [w["code"] for w in thick] == ["thick_slices"] and "slices 3.0 mm thick" in thick[0]["message"]
+    assert R.reconstruction_warnings(float("nan"), 1.5) == []

@@ -183,3 +183,23 @@ def test_ct_liver_task_subtypes_order_and_severity():
     assert [severity(f, "ct_liver") for f in fs] == [MINOR, SIGNIFICANT]
     en = draft_report(fs, study_type="ct_liver", language="en")
     assert "HCC-like features" in en.items[0].text and "cyst-like" in en.items[1].text
+
+
+def test_ct_nodule_limitations_from_the_task_warnings_are_worded_in_the_report_language():
+    """The nodule task's warnings (soft or thick reconstruction) travel with the result as
+    codes and appear in the draft report as limitations, in its language; unknown codes are
+    kept on the result but not worded."""
+    obj = {"study_type": "ct_nodule", "model": {"name": "ct-nodule-fpr", "version": "1.6.2"}, "findings": [],
+           "warnings": [{"code": "soft_reconstruction", "message": "soft or thick reconstruction ..."},
+                        {"code": "thick_slices", "message": "slices 3.0 mm ..."}, {"code": "other"}, "free text"]}
+    res = AnalysisResult.from_json(obj)
+    assert res.limitations == ("soft_reconstruction", "thick_slices", "other")
+    assert AnalysisResult.from_json(res.to_json()).limitations == res.limitations
+    en = draft_report(res, language="en")
+    assert en.normal and len(en.limitations) == 2
+    assert "LIMITATIONS:\n- Soft-kernel or thick-slice reconstruction" in en.text
+    assert en.text.index("LIMITATIONS") < en.text.index("AI-generated draft")
+    ko = draft_report(res, language="ko")
+    assert "제한점:" in ko.text and "2.5 mm" in ko.limitations[1]
+    plain = draft_report(AnalysisResult("ct_nodule", MODEL, ()), language="en")
+    assert plain.limitations == () and "LIMITATIONS" not in plain.text
