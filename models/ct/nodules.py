@@ -27,7 +27,7 @@ from models.ct.blobs import Candidate, closed_lungs, lung_candidates, segment_bl
 from models.ct.candidate_features import FEATURE_NAMES, SecondStage, candidate_features
 from models.ct.findings import describe, subvoxel_axes_mm
 from models.ct.lungs import approximate_lobe, lung_mask
-from models.ct.reconstruction import ReconstructionOffset, edge_gradient, reconstruction_warnings
+from models.ct.reconstruction import ReconstructionOffset, describe_reconstruction, edge_gradient
 from models.ct.volume import CTVolume, mask_box, resample, resample_mask
 
 logger = logging.getLogger(__name__)
@@ -320,11 +320,16 @@ class NodulePipeline:
     def segment(self, x: NoduleInput, hull: np.ndarray | None = None) -> list[tuple[int, np.ndarray, tuple]]:
         """(candidate index, mask, box) of each candidate (all of them, for evaluation)."""
         if hull is None:
-            hull = closed_lungs(x.lungs, x.work.spacing) | x.lungs
+            hull = self.lung_hull(x)
         return [(i, *segment_blob(x.work.hu, c.zyx, c.radius_mm, x.work.spacing, hull, **self.segmentation))
                 for i, c in enumerate(x.candidates)]
 
-    def detections(self, score: np.ndarray, x: NoduleInput, threshold: float | None = None):
+    def lung_hull(self, x: NoduleInput) -> np.ndarray:
+        """Where a nodule may be segmented: the lungs closed with a 9 mm ball (wall nodules in)."""
+        return closed_lungs(x.lungs, x.work.spacing) | x.lungs
+
+    def detections(self, score: np.ndarray, x: NoduleInput, threshold: float | None = None,
+                   hull: np.ndarray | None = None):
         """The candidates the task reports, in descending ``score`` order, as
         ``(candidate index, mask, box, label map)``: those scoring at least ``threshold``
         (None: all of them), segmented, less those whose centre lies in a nodule already
@@ -334,7 +339,7 @@ class NodulePipeline:
         threshold; the evaluation's FROC ranks all of them (the task's output at every
         threshold: a candidate is only ever suppressed by higher-scoring ones)."""
         work = x.work
-        hull = closed_lungs(x.lungs, work.spacing) | x.lungs
+        hull = self.lung_hull(x) if hull is None else hull
         label_map = np.zeros(work.shape, np.uint16)
         k = 0
         for i in np.argsort(-np.asarray(score), kind="stable"):
@@ -366,9 +371,8 @@ class NodulePipeline:
         extent = lung_extent(x.lungs)
         findings = []
         label_map = np.zeros(work.shape, np.uint16)  # the reported masks (measurement masks when set)
-        hull = (closed_lungs(x.lungs, work.spacing) | x.lungs
-                if self.measure_segmentation is not None or self.subvoxel_axes else None)
-        for i, m, sl, _ in self.detections(prob, x, self.threshold):
+        hull = self.lung_hull(x)
+        for i, m, sl, _ in self.detections(prob, x, self.threshold, hull):
             k = len(findings) + 1
             info: dict = {}
             m, sl = self.measurement_mask(x, i, m, sl, hull, label_map, info if self.subvoxel_axes else None)
@@ -400,19 +404,16 @@ class NodulePipeline:
         mask = resample_mask(label_map, work, x.volume) if findings else np.zeros(x.volume.shape, np.uint16)
         if x.edge_gradient is None:
             x.edge_gradient = edge_gradient(work.hu, x.lungs, work.spacing)
-        spacing_mm = float(max(x.volume.spacing))
-        thickness = x.volume.meta.get("slice_thickness")
-        slice_mm = max(spacing_mm, float(thickness)) if thickness else spacing_mm  # thick slices overlap at times
-        recon = {"edge_gradient_hu_per_mm": round(float(x.edge_gradient), 1) if np.isfinite(x.edge_gradient) else None,
-                 "slice_spacing_mm": round(spacing_mm, 2),
-                 "slice_thickness_mm": None if not thickness else round(float(thickness), 2),
-                 **({"score_offset": round(x.score_offset, 3)} if self.reconstruction_offset is not None else {})}
+        recon, warnings = describe_reconstruction(x.edge_gradient, x.volume.spacing,
+                                                  x.volume.meta.get("slice_thickness"))
+        if self.reconstruction_offset is not None:
+            recon["score_offset"] = round(x.score_offset, 3)
         cats = [f["category"].split()[-1] for f in findings]
         order_c = ["2", "3", "4A", "4B", "4X"]
         overall = max(cats, key=order_c.index) if cats else "1"
         return {"task": "ct-nodule", "model": self.name, "version": self.version, "n_nodules": len(findings),
                 "n_candidates": len(x.candidates), "lung_rads_suggestion": overall, "findings": findings,
-                "reconstruction": recon, "warnings": reconstruction_warnings(x.edge_gradient, slice_mm),
+                "reconstruction": recon, "warnings": warnings,
                 "_mask": mask, "_work_labels": label_map, "_planes": x.volume.meta.get("sop_instance_uids")}
 
     def __call__(self, vol: CTVolume, lungs: np.ndarray | None = None, lobes: np.ndarray | None = None

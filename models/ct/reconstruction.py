@@ -99,3 +99,15 @@ def reconstruction_warnings(g: float, slice_mm: float) -> list[dict[str, str]]:
         out.append({"code": "thick_slices", "message": f"slices {slice_mm:.1f} mm thick or apart (> {MAX_SLICE_MM} "
                     "mm): small nodules may be missed; prefer a series of <= 1.5 mm slices"})
     return out
+
+
+def describe_reconstruction(g: float, spacing, thickness_mm: float | None) -> tuple[dict, list[dict[str, str]]]:
+    """(the study's ``reconstruction`` record, its :func:`reconstruction_warnings`) from its
+    edge gradient ``g``, voxel ``spacing`` (mm) and header slice thickness (None: unknown;
+    thick slices are sometimes reconstructed overlapping, so the larger of the two counts)."""
+    spacing_mm = float(max(spacing))
+    slice_mm = max(spacing_mm, float(thickness_mm)) if thickness_mm else spacing_mm
+    rec = {"edge_gradient_hu_per_mm": round(float(g), 1) if np.isfinite(g) else None,
+           "slice_spacing_mm": round(spacing_mm, 2),
+           "slice_thickness_mm": round(float(thickness_mm), 2) if thickness_mm else None}
+    return rec, reconstruction_warnings(g, slice_mm)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from models.card import ModelCard, sha256_file
-from models.ct.blobs import INSCRIBED_OPENING, closed_lungs
+from models.ct.blobs import INSCRIBED_OPENING
 from models.ct.candidate_features import SecondStage
 from models.ct.reconstruction import ReconstructionOffset
 from models.ct.nodules import (FPR_PATCH, MODEL_NAME, TTA_FLIPS, WORK_ORIENTATION, NodulePipeline,
@@ -115,9 +115,9 @@ def run_case(pipe: NodulePipeline, lv: LungVolume, seed: int, n_nodules: int | N
     hits = candidate_hits(x, labels, specs)
     kept, centroids = [], []
     measured = pipe.measure_segmentation is not None
-    hull = closed_lungs(x.lungs, x.work.spacing) | x.lungs if measured else None
+    hull = pipe.lung_hull(x)
     taken = np.zeros(x.work.shape, np.uint16) if measured else None
-    for j, m, sl, _ in pipe.detections(z, x):
+    for j, m, sl, _ in pipe.detections(z, x, hull=hull):
         kept.append(j)
         if measured:  # the reported location is the centroid of the mask the finding is measured on
             m, sl = pipe.measurement_mask(x, j, m, sl, hull, taken)
